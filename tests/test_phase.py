@@ -1,0 +1,169 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer.config import TrainConfig
+from trainer.datasets.synthetic import SyntheticDataset
+from trainer.losses import modx_loss
+from trainer.model import create_model
+from trainer.phase import (
+    PhaseData,
+    batches,
+    freeze,
+    make_optimizer,
+    prepare,
+    teacher_cache,
+    train_phase,
+)
+from trainer.simulate import initial_snapshot
+from trainer.snapshot import load_snapshot, read_record, save_snapshot
+
+import torch.nn.functional as F
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = SyntheticDataset(n_domains=2, pairs_per_domain=96, seed=3)
+    return ds.train("basic"), ds.train("outline")
+
+
+@pytest.fixture()
+def parent(tmp_path):
+    return initial_snapshot("modx-tiny", tmp_path / "init", seed=0)
+
+
+def weights(path):
+    return load_file(path / "model.safetensors")
+
+
+def same_weights(a, b, atol=0.0):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=atol, rtol=0) for k in wa)
+
+
+CFG = TrainConfig(method="modx", epochs=2, batch_size=16, warmup_steps=2, lr=1e-3, checkpoint_every=0)
+
+
+def test_snapshot_roundtrip_loads_an_identical_model(tmp_path):
+    torch.manual_seed(0)
+    model, _, tok = create_model("modx-tiny")
+    path = save_snapshot(model, tmp_path / "v000001", model_name="modx-tiny", version=1, parent=0, phase=1,
+                         method="modx", hparams={"alpha": 20})  # fmt: skip
+    loaded, _, tok2, record = load_snapshot(path)
+    assert record["version"] == 1 and record["parent"] == 0 and record["method"] == "modx"
+    assert record["hparams"] == {"alpha": 20} and record["model_config"]["embed_dim"] == 64 and record["created"]
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    tokens = tok(["a red circle"])
+    assert torch.equal(model.encode_text(tokens), loaded.encode_text(tokens))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000001"]  # no temp dir left behind
+    with pytest.raises(FileExistsError):
+        save_snapshot(model, path, model_name="modx-tiny", version=1, parent=0, phase=1, method="modx")
+
+
+def test_tokenizer_context_length_follows_the_registered_config():
+    _, _, tok = create_model("modx-tiny")
+    assert tok(["hello"]).shape == (1, 24)
+
+
+def test_pretrained_must_be_a_local_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        create_model("modx-tiny", pretrained="openai")
+
+
+def test_student_starts_from_the_parent(parent, data, tmp_path):
+    child = train_phase(parent, data[1], CFG.with_(lr=0.0, warmup_steps=0), tmp_path / "child", version=1)
+    assert same_weights(parent, child)
+    record = read_record(child)
+    assert record["parent"] == -1 and record["hparams"]["alpha"] == 20.0
+
+
+def test_training_is_deterministic_under_a_seed(parent, data, tmp_path):
+    a = train_phase(parent, data[1], CFG, tmp_path / "a", version=1)
+    b = train_phase(parent, data[1], CFG, tmp_path / "b", version=1)
+    c = train_phase(parent, data[1], CFG.with_(seed=1), tmp_path / "c", version=1)
+    assert same_weights(a, b)
+    assert not same_weights(a, c)
+    assert not same_weights(parent, a)
+
+
+def test_teacher_cache_gives_the_same_loss_as_a_live_teacher(parent, data):
+    model, preprocess, tok, _ = load_snapshot(parent)
+    teacher = freeze(load_snapshot(parent)[0])
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    d = prepare(data[0], preprocess, tok)
+    cache_img, cache_txt = teacher_cache(teacher, d)
+    with torch.no_grad():  # perturb the student so the loss is not trivially 0
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    for idx in batches(len(d), 16, seed=0, epoch=0)[:3]:
+        img = F.normalize(model.encode_image(d.images[idx]), dim=-1)
+        txt = F.normalize(model.encode_text(d.tokens[idx]), dim=-1)
+        with torch.no_grad():
+            live = (F.normalize(teacher.encode_image(d.images[idx]), dim=-1), F.normalize(teacher.encode_text(d.tokens[idx]), dim=-1))
+        loss_live = modx_loss(img, txt, *live)
+        loss_cached = modx_loss(img, txt, cache_img[idx], cache_txt[idx])
+        assert loss_live.item() > 0
+        assert loss_cached.item() == pytest.approx(loss_live.item(), rel=1e-4, abs=1e-6)
+
+
+def test_cache_flag_off_trains_the_same_model(parent, data, tmp_path):
+    a = train_phase(parent, data[1], CFG, tmp_path / "cached", version=1)
+    b = train_phase(parent, data[1], CFG.with_(cache_teacher=False), tmp_path / "live", version=1)
+    assert same_weights(a, b, atol=1e-4)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_mid_phase_resumes_from_the_last_checkpoint(parent, data, tmp_path):
+    cfg = CFG.with_(epochs=3, checkpoint_every=4)
+    reference = train_phase(parent, data[1], cfg, tmp_path / "ref", version=1)
+
+    def crash_at_7(info):
+        if info["step"] == 7:
+            raise Crash
+
+    work = tmp_path / "work"
+    with pytest.raises(Crash):
+        train_phase(parent, data[1], cfg, tmp_path / "out", version=1, work_dir=work, on_step=crash_at_7)
+    assert (work / "checkpoint.pt").exists() and not (tmp_path / "out").exists()
+    steps = []
+    out = train_phase(parent, data[1], cfg, tmp_path / "out", version=1, work_dir=work,
+                      on_step=lambda i: steps.append(i["step"]))  # fmt: skip
+    assert steps[0] == 5  # resumed after step 4, not from scratch
+    assert same_weights(reference, out, atol=1e-6)
+    assert not (work / "checkpoint.pt").exists()
+
+
+def test_logit_scale_is_clamped_and_norms_biases_are_not_decayed(parent, data, tmp_path):
+    model, *_ = load_snapshot(parent)
+    opt = make_optimizer(model, CFG, torch.device("cpu"))
+    no_decay = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+    for name, p in model.named_parameters():
+        if name == "logit_scale" or name.endswith("bias") or ".ln_" in name or p.ndim < 2:
+            assert id(p) in no_decay, name
+        else:
+            assert id(p) not in no_decay, name
+    child = train_phase(parent, data[1], CFG.with_(method="ct", lr=0.5, warmup_steps=0), tmp_path / "hot", version=1)
+    assert 0 <= weights(child)["logit_scale"].item() <= math.log(100) + 1e-6
+
+
+def test_ewc_records_and_accumulates_a_fisher(parent, data, tmp_path):
+    cfg = CFG.with_(method="ewc", fisher_batches=2)
+    first = train_phase(parent, data[0], cfg, tmp_path / "e1", version=1)
+    second = train_phase(first, data[1], cfg, tmp_path / "e2", version=2)
+    f1, f2 = load_file(first / "fisher.safetensors"), load_file(second / "fisher.safetensors")
+    assert all((f2[k] >= f1[k]).all() for k in f1)
+    assert sum(v.sum().item() for v in f1.values()) > 0
+
+
+def test_replay_mixes_in_older_pairs(parent, data, tmp_path):
+    child = train_phase(parent, data[1], CFG.with_(replay_fraction=0.5), tmp_path / "r", version=1, replay=[data[0]])
+    stats = read_record(child)["train"]
+    assert stats["replayed"] == round(0.5 * len(data[1]))

@@ -1,0 +1,67 @@
+"""Training configuration as data: one dataclass, recorded in every snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+METHODS = ("ct", "ewc", "lwf", "modx", "joint")
+DISTILLING = ("lwf", "modx")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "modx"  # ct | ewc | lwf | modx | joint
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    seed: int = 0
+    # Mod-X (paper defaults: raw cosines, KL summed over rows, alpha 20)
+    alpha: float = 20.0
+    temperature: float = 1.0
+    kl_reduction: str = "sum"  # sum | mean
+    cache_teacher: bool = True  # reuse teacher embeddings every epoch (augmentation off)
+    augment: bool = False
+    # EWC
+    ewc_lambda: float = 1000.0
+    fisher_batches: int = 16
+    # replay of older pairs mixed into each phase
+    replay_fraction: float = 0.0  # older pairs per new pair (0.25 = 25%)
+    replay_policy: str = "uniform"  # uniform | balanced | reservoir
+    replay_size: int = 2000  # reservoir capacity
+    # WiSE-FT style weight averaging with the parent after the phase (0 = off)
+    merge: float = 0.0
+    # machinery
+    device: str = "cpu"
+    compile: bool = False
+    checkpoint_every: int = 50  # steps between resumable checkpoints (0 = off)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.kl_reduction not in ("sum", "mean"):
+            raise ValueError(f"kl_reduction must be 'sum' or 'mean', not {self.kl_reduction!r}")
+        if self.replay_policy not in ("uniform", "balanced", "reservoir"):
+            raise ValueError(f"replay_policy must be uniform, balanced or reservoir, not {self.replay_policy!r}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+
+    @property
+    def distills(self) -> bool:
+        return self.method in DISTILLING
+
+    @property
+    def screening(self) -> bool:
+        return self.method == "modx"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

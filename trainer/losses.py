@@ -1,0 +1,89 @@
+"""Losses: CLIP InfoNCE, the Mod-X cognition-align KL, and the EWC penalty.
+
+All functions take L2-normalised features.
+
+Mod-X (Ni et al., ICML 2023). M[i, j] = <image_i, text_j> for the teacher (previous
+snapshot) and the student, on the current batch. Each row is softmaxed; a teacher row whose
+argmax is not its diagonal (the old model misretrieves that sample) is *screened*: replaced
+by the student's own row (detached), so it adds neither loss nor gradient. The loss is
+KL(teacher row || student row), image->text rows and text->image rows averaged.
+
+Defaults follow the authors' code: softmax of raw cosines (temperature 1) and the KL
+summed over rows, with alpha = 20. Scale equivalences, for choosing alpha under the
+options: `reduction="mean"` divides the loss by the batch size B, so alpha_mean = B *
+alpha_sum gives the same objective; a temperature T sharpens both distributions, which
+multiplies the KL's gradients by roughly 1/T (the "logit-scaled" form uses T = 1 /
+logit_scale, e.g. 0.01), so alpha must shrink accordingly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the batch (open_clip's ClipLoss on one device)."""
+    logits = logit_scale * image @ text.T
+    labels = torch.arange(len(image), device=image.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def screen(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace teacher rows whose argmax is off the diagonal by the detached student row.
+
+    Returns the screened teacher matrix and the boolean mask of replaced rows.
+    """
+    diagonal = torch.arange(len(teacher), device=teacher.device)
+    wrong = teacher.argmax(dim=1) != diagonal
+    return torch.where(wrong[:, None], student.detach(), teacher), wrong
+
+
+def cognition_kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "sum",
+    screening: bool = True,
+) -> torch.Tensor:
+    """KL(softmax(teacher row) || softmax(student row)) over rows of similarity matrices."""
+    student = student.float() / temperature
+    teacher = teacher.detach().float() / temperature
+    if screening:
+        teacher, _ = screen(teacher, student)
+    log_p = F.log_softmax(teacher, dim=1)
+    log_q = F.log_softmax(student, dim=1)
+    per_row = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "mean":
+        return per_row.mean()
+    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
+def modx_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    teacher_image: torch.Tensor,
+    teacher_text: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "sum",
+    screening: bool = True,
+) -> torch.Tensor:
+    """Cognition-align loss, both directions averaged. `screening=False` is LwF-style."""
+    student = image @ text.T
+    teacher = teacher_image @ teacher_text.T
+    i2t = cognition_kl(student, teacher, temperature, reduction, screening)
+    t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening)
+    return (i2t + t2i) / 2
+
+
+def ewc_penalty(
+    model: torch.nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """1/2 * sum_i F_i (theta_i - theta*_i)^2 over the parameters that have a Fisher."""
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for name, param in model.named_parameters():
+        if name in fisher:
+            total = total + (fisher[name] * (param - anchor[name]) ** 2).sum()
+    return total / 2

@@ -1,0 +1,133 @@
+"""Snapshots: a directory with safetensors weights and a JSON record, written atomically.
+
+    v000003/
+      model.safetensors     weights of the uncompiled module
+      snapshot.json         model config, version, parent, phase, method, hparams, created
+      fisher.safetensors    (EWC only) the accumulated diagonal Fisher
+
+Loading never unpickles: weights come from safetensors, the record from JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.model import create_model, model_config, register_config
+
+WEIGHTS = "model.safetensors"
+RECORD = "snapshot.json"
+FISHER = "fisher.safetensors"
+
+
+def snapshot_name(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Atomically make a fully written temp directory visible as `final` (must not exist)."""
+    for f in tmp.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; snapshots are immutable")
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under torch.compile / DDP, whose state_dict keys carry no prefix."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def save_snapshot(
+    model: torch.nn.Module,
+    directory: Path,
+    *,
+    model_name: str,
+    version: int,
+    parent: int | None,
+    phase: int | None,
+    method: str,
+    hparams: dict | None = None,
+    fisher: dict[str, torch.Tensor] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file(_cpu_tensors(unwrap(model).state_dict()), tmp / WEIGHTS)
+        if fisher is not None:
+            save_file(_cpu_tensors(fisher), tmp / FISHER)
+        record = {
+            "format": 1,
+            "model": model_name,
+            "model_config": model_config(model_name),
+            "version": version,
+            "parent": parent,
+            "phase": phase,
+            "method": method,
+            "hparams": hparams or {},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(extra or {}),
+        }
+        (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+        return publish_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_record(directory: Path) -> dict:
+    return json.loads((Path(directory) / RECORD).read_text())
+
+
+def load_snapshot(directory: Path, device: str | torch.device = "cpu"):
+    """Return (model, preprocess, tokenizer, record) for a snapshot directory."""
+    directory = Path(directory)
+    record = read_record(directory)
+    register_config(record["model"], record["model_config"])
+    model, preprocess, tokenizer = create_model(record["model"], pretrained=directory / WEIGHTS, device=device)
+    return model, preprocess, tokenizer, record
+
+
+def load_fisher(directory: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor] | None:
+    path = Path(directory) / FISHER
+    return load_file(path, device=str(device)) if path.exists() else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +16,13 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.data import Dataset, Pair
-from trainer.embed import encode_images, encode_texts
-from trainer.metrics import continual, drift, recall
+from trainer.evaluate import evaluate, transition_drift
+from trainer.metrics import continual
 from trainer.model import create_model
 from trainer.phase import train_phase
-from trainer.snapshot import load_snapshot, read_record, save_snapshot, snapshot_name
+from trainer.snapshot import read_record, save_snapshot, snapshot_name
 
 log = logging.getLogger("modx.simulate")
-
-
-@dataclass
-class Evaluation:
-    recall: dict  # domain -> {"i2t": {...}, "t2i": {...}}
-    embeddings: dict  # domain -> (image, text) arrays
-
-
-def evaluate(snapshot: Path, probes: dict[str, list[Pair]], device: str) -> Evaluation:
-    model, preprocess, tokenizer, _ = load_snapshot(snapshot, device)
-    emb = {
-        d: (encode_images(model, preprocess, [p.image for p in pairs]), encode_texts(model, tokenizer, [p.text for p in pairs]))
-        for d, pairs in probes.items()
-    }
-    return Evaluation({d: recall(*e) for d, e in emb.items()}, emb)
-
-
-def stacked(emb: dict) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([e[0] for e in emb.values()]), np.concatenate([e[1] for e in emb.values()])
 
 
 def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | None = None) -> Path:
@@ -91,7 +71,7 @@ def simulate(
         ev = evaluate(path, probes, cfg.device)
         entry = {"phase": t, "domain": domain, "recall": ev.recall, "train": read_record(path)["train"]}
         if t > 0:
-            entry["drift"] = drift(stacked(prev_ev.embeddings), stacked(ev.embeddings))
+            entry["drift"] = transition_drift(prev_ev, ev)
         results.append(entry)
         log.info("phase %d (%s): %s", t, domain, {d: round(r1(r), 3) for d, r in ev.recall.items()})
         prev, prev_ev = path, ev

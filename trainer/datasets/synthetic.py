@@ -1,28 +1,29 @@
-"""Procedural image-text pairs in distinct domains.
+"""Procedural image-text pairs in distinct domains (styles).
 
 Each scene holds one or two objects, each with a size, a colour, a shape and a position,
 and the caption names them all ("a large red circle at the top left and a small blue
-square at the bottom right"). Domains differ in what a model must learn anew:
+star at the bottom right"). Every domain draws the same concepts with the same words, in
+its own style, the way emoji designers draw the same emoji:
 
-| domain | shapes | colours | background |
+| domain | how objects are drawn | palette | background |
 |---|---|---|---|
-| basic | circle, square, triangle | red, green, blue, yellow | plain black |
-| outline | star, cross, ring | red, green, blue, yellow | dark grey stripes |
-| pastel | circle, square, triangle | pink, cyan, orange, purple | white with noise |
-| neon | diamond, hexagon, pentagon | lime, magenta, teal, white | dark gradient |
-| mono | star, diamond, circle | black, grey, brown, navy | beige with noise |
+| basic | filled | saturated | plain black |
+| outline | outlines only | saturated | grey stripes |
+| pastel | filled | mixed half with white | white with noise |
+| neon | filled, with a dark core | hue turned ~25 degrees | dark blue gradient |
+| blocky | filled, at 1/4 resolution, upscaled | darkened | beige with noise |
 
-Shared words ("red", "circle", "top left") mean different pixels across domains
-(outline shapes, other backgrounds), and new words appear, so fine-tuning on one domain
-moves the towers away from what an earlier domain needed: naive fine-tuning forgets.
-Everything is a pure function of (seed, domain), ids included.
+The pixels that go with "red circle" change from domain to domain while the caption does
+not, so fine-tuning on one style pulls the towers away from the earlier styles: naive
+fine-tuning forgets. Everything is a pure function of (seed, domain), ids included.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
@@ -30,12 +31,8 @@ from PIL import Image, ImageDraw
 
 from trainer.data import Pair, encode_png, split_pairs
 
-COLOURS = {
-    "red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40),
-    "pink": (245, 150, 190), "cyan": (80, 210, 230), "orange": (245, 150, 40), "purple": (150, 70, 200),
-    "lime": (170, 255, 60), "magenta": (255, 40, 220), "teal": (20, 150, 140), "white": (245, 245, 245),
-    "black": (15, 15, 15), "grey": (128, 128, 128), "brown": (120, 70, 30), "navy": (20, 30, 110),
-}  # fmt: skip
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40)}
+SHAPES = ("circle", "square", "triangle", "star", "diamond")
 POSITIONS = {
     "top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
     "bottom right": (0.72, 0.72), "center": (0.5, 0.5),
@@ -46,18 +43,32 @@ SIZES = {"small": 0.14, "large": 0.24}
 @dataclass(frozen=True)
 class Domain:
     name: str
-    shapes: tuple[str, ...]
-    colours: tuple[str, ...]
+    outline: bool  # strokes instead of fills
+    palette: str  # saturated | pastel | hue | dark
     background: str
+    core: bool = False  # a dark dot in each object's centre
+    downscale: int = 1  # draw at 1/downscale resolution, then upscale (blocky pixels)
 
 
 DOMAINS = (
-    Domain("basic", ("circle", "square", "triangle"), ("red", "green", "blue", "yellow"), "plain"),
-    Domain("outline", ("star", "cross", "ring"), ("red", "green", "blue", "yellow"), "stripes"),
-    Domain("pastel", ("circle", "square", "triangle"), ("pink", "cyan", "orange", "purple"), "noise"),
-    Domain("neon", ("diamond", "hexagon", "pentagon"), ("lime", "magenta", "teal", "white"), "gradient"),
-    Domain("mono", ("star", "diamond", "circle"), ("black", "grey", "brown", "navy"), "beige"),
+    Domain("basic", False, "saturated", "plain"),
+    Domain("outline", True, "saturated", "stripes"),
+    Domain("pastel", False, "pastel", "noise"),
+    Domain("neon", False, "hue", "gradient", core=True),
+    Domain("blocky", False, "dark", "beige", downscale=4),
 )
+
+
+def colour(name: str, palette: str) -> tuple[int, int, int]:
+    r, g, b = COLOURS[name]
+    if palette == "pastel":
+        return ((r + 255) // 2, (g + 255) // 2, (b + 255) // 2)
+    if palette == "hue":  # rotate the hue a little: red -> orange-red, blue -> violet, ...
+        h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
+        return tuple(int(255 * c) for c in colorsys.hsv_to_rgb((h + 0.07) % 1.0, s, v))
+    if palette == "dark":
+        return (int(r * 0.6), int(g * 0.6), int(b * 0.6))
+    return (r, g, b)
 
 
 def _polygon(cx, cy, r, n, rotation=-math.pi / 2, inner=None):
@@ -69,28 +80,18 @@ def _polygon(cx, cy, r, n, rotation=-math.pi / 2, inner=None):
     return pts
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, colour) -> None:
-    box = (cx - r, cy - r, cx + r, cy + r)
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, rgb, outline: bool) -> None:
+    style = {"outline": rgb, "width": max(1, int(0.25 * r))} if outline else {"fill": rgb}
     if shape == "circle":
-        draw.ellipse(box, fill=colour)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), **style)
     elif shape == "square":
-        draw.rectangle((cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r), fill=colour)
+        draw.rectangle((cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r), **style)
     elif shape == "triangle":
-        draw.polygon(_polygon(cx, cy, r, 3), fill=colour)
+        draw.polygon(_polygon(cx, cy, r, 3), **style)
     elif shape == "star":
-        draw.polygon(_polygon(cx, cy, r, 5, inner=0.45 * r), fill=colour)
-    elif shape == "cross":
-        w = 0.3 * r
-        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=colour)
-        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=colour)
-    elif shape == "ring":
-        draw.ellipse(box, outline=colour, width=max(2, int(0.35 * r)))
+        draw.polygon(_polygon(cx, cy, r, 5, inner=0.45 * r), **style)
     elif shape == "diamond":
-        draw.polygon(_polygon(cx, cy, r, 4), fill=colour)
-    elif shape == "hexagon":
-        draw.polygon(_polygon(cx, cy, r, 6), fill=colour)
-    elif shape == "pentagon":
-        draw.polygon(_polygon(cx, cy, r, 5), fill=colour)
+        draw.polygon(_polygon(cx, cy, r, 4), **style)
     else:
         raise ValueError(f"unknown shape {shape!r}")
 
@@ -105,7 +106,7 @@ def background(style: str, size: int, rng: np.random.Generator) -> Image.Image:
         arr = (235 + rng.integers(-20, 20, (size, size, 3))).clip(0, 255).astype(np.uint8)
     elif style == "gradient":
         ramp = np.linspace(10, 90, size, dtype=np.float32)
-        arr = np.stack([ramp[None, :].repeat(size, 0) * f for f in (0.4, 0.2, 0.8)], -1).astype(np.uint8)
+        arr = np.stack([ramp[None, :].repeat(size, 0) * f for f in (0.2, 0.2, 0.8)], -1).astype(np.uint8)
     elif style == "beige":
         arr = (np.array([225, 205, 160]) + rng.integers(-12, 12, (size, size, 3))).clip(0, 255).astype(np.uint8)
     else:
@@ -115,10 +116,17 @@ def background(style: str, size: int, rng: np.random.Generator) -> Image.Image:
 
 def render(domain: Domain, objects: list[tuple[str, str, str, str]], size: int, rng) -> Image.Image:
     image = background(domain.background, size, rng)
-    draw = ImageDraw.Draw(image)
-    for size_word, colour, shape, position in objects:
+    canvas = Image.new("RGBA", (size // domain.downscale,) * 2, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    scale = size // domain.downscale
+    for size_word, colour_name, shape, position in objects:
         px, py = POSITIONS[position]
-        draw_shape(draw, shape, px * size, py * size, SIZES[size_word] * size, COLOURS[colour])
+        cx, cy, r = px * scale, py * scale, SIZES[size_word] * scale
+        draw_shape(draw, shape, cx, cy, r, colour(colour_name, domain.palette) + (255,), domain.outline)
+        if domain.core:
+            draw.ellipse((cx - r / 3, cy - r / 3, cx + r / 3, cy + r / 3), fill=(20, 20, 40, 255))
+    canvas = canvas.resize((size, size), Image.NEAREST)
+    image.paste(canvas, (0, 0), canvas)
     return image
 
 
@@ -150,7 +158,7 @@ class SyntheticDataset:
         pairs, seen = [], set()
         while len(pairs) < self.pairs_per_domain:
             positions = rng.sample(sorted(POSITIONS), rng.choice((1, 2)))
-            objects = [(rng.choice(sorted(SIZES)), rng.choice(spec.colours), rng.choice(spec.shapes), p) for p in positions]
+            objects = [(rng.choice(sorted(SIZES)), rng.choice(sorted(COLOURS)), rng.choice(SHAPES), p) for p in positions]
             text = caption(objects)
             if text in seen:  # one caption per image, so recall by index is unambiguous
                 continue
@@ -173,7 +181,9 @@ class SyntheticDataset:
     def info(self) -> dict:
         return {
             "name": self.name,
-            "domains": {d.name: {"shapes": d.shapes, "colours": d.colours, "background": d.background} for d in self.specs},
+            "domains": {d.name: asdict(d) for d in self.specs},
+            "shapes": SHAPES,
+            "colours": sorted(COLOURS),
             "pairs_per_domain": self.pairs_per_domain,
             "image_size": self.image_size,
             "probe_fraction": self.probe_fraction,

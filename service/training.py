@@ -1,0 +1,120 @@
+"""The trainer worker's work for one sealed phase, and the promotion guard.
+
+Teacher = the serving snapshot. The child is published atomically by trainer.phase; its
+recall on every phase's probe and its drift from the parent are written beside it.
+Snapshot versions follow phases: phase t trains snapshot t; version 0 is CLIP_0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from trainer.config import TrainConfig
+from trainer.data import Pair
+from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
+from trainer.model import create_model
+from trainer.phase import train_phase
+from trainer.snapshot import read_record, save_snapshot, snapshot_name, write_json_atomic
+from trainer.simulate import r1
+
+log = logging.getLogger("modx.trainer_worker")
+
+RECALL_FILE, DRIFT_FILE = "recall.json", "drift.json"
+
+
+def snapshot_dir(data_dir: Path, version: int) -> Path:
+    return Path(data_dir) / "snapshots" / snapshot_name(version)
+
+
+def ensure_clip0(data_dir: Path, model: str, pretrained: str | None, seed: int = 0) -> Path:
+    """Snapshot 0, the starting model: a local checkpoint, or a fresh init from the config."""
+    path = snapshot_dir(data_dir, 0)
+    if not path.exists():
+        torch.manual_seed(seed)
+        net, _, _ = create_model(model, pretrained=pretrained)
+        save_snapshot(net, path, model_name=model, version=0, parent=None, phase=0, method="init",
+                      hparams={"pretrained": pretrained})  # fmt: skip
+    return path
+
+
+def mean_r1(recall: dict, probes: Sequence[str]) -> float | None:
+    vals = [r1(recall[p]) for p in probes if p in recall]
+    return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class Outcome:
+    version: int
+    status: str  # serving | rejected
+    recall: dict
+    reason: str = ""
+
+
+def guard(new: dict, serving: dict, old_probes: Sequence[str], max_drop: float | None) -> tuple[str, str]:
+    """Reject a snapshot whose mean old-probe R@1 falls more than `max_drop` below the serving one."""
+    if max_drop is None or not old_probes:
+        return "serving", ""
+    new_r1, old_r1 = mean_r1(new, old_probes), mean_r1(serving, old_probes)
+    if new_r1 is not None and old_r1 is not None and new_r1 < old_r1 - max_drop:
+        return "rejected", f"mean old-probe R@1 {new_r1:.3f} < serving {old_r1:.3f} - {max_drop}"
+    return "serving", ""
+
+
+def train_and_evaluate(
+    data_dir: Path,
+    phase: int,
+    pairs: Sequence[Pair],
+    probes: dict[str, list[Pair]],
+    cfg: TrainConfig,
+    serving: int,
+    *,
+    replay: Sequence[Sequence[Pair]] = (),
+    max_drop: float | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> Outcome:
+    """Train snapshot `phase` from snapshot `serving` on `pairs`, evaluate, apply the guard.
+
+    `probes` maps a phase name ("1", "2", ...) to its probe pairs, this phase's included.
+    """
+    data_dir = Path(data_dir)
+    parent = snapshot_dir(data_dir, serving)
+    out = snapshot_dir(data_dir, phase)
+    if not out.exists():
+        recipe = {"method": cfg.method, "alpha": cfg.alpha, "temperature": cfg.temperature,
+                  "replay_fraction": cfg.replay_fraction, "merge": cfg.merge}  # fmt: skip
+        train_phase(parent, pairs, cfg, out, version=phase, phase=phase, replay=replay,
+                    work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
+                    extra_record={"recipe": recipe})  # fmt: skip
+    new_eval: Evaluation = evaluate(out, probes, cfg.device)
+    parent_eval: Evaluation = evaluate(parent, probes, cfg.device)
+    old = [name for name in probes if name != str(phase)]
+    status, reason = guard(new_eval.recall, parent_eval.recall, old, max_drop)
+    write_json_atomic(out / RECALL_FILE, {
+        "snapshot": phase, "parent": serving, "recall": new_eval.recall,
+        "parent_recall": parent_eval.recall,
+        "old_gallery": old_gallery_recall(new_eval, parent_eval),
+        "mean_r1_old": mean_r1(new_eval.recall, old), "mean_r1_all": mean_r1(new_eval.recall, list(probes)),
+        "status": status, "reason": reason,
+    })  # fmt: skip
+    write_json_atomic(out / DRIFT_FILE, {"from": serving, "to": phase, **transition_drift(parent_eval, new_eval)})
+    log.info("snapshot %d from %d: %s %s", phase, serving, status, reason)
+    return Outcome(phase, status, new_eval.recall, reason)
+
+
+def snapshot_summary(path: Path) -> dict:
+    """What /v1/snapshots shows of one snapshot directory."""
+    record = read_record(path)
+    summary = {k: record.get(k) for k in ("version", "parent", "phase", "method", "created", "model", "recipe", "train")}
+    recall_file = path / RECALL_FILE
+    if recall_file.exists():
+        import json
+
+        rec = json.loads(recall_file.read_text())
+        summary.update(recall={"mean_r1_old": rec["mean_r1_old"], "mean_r1_all": rec["mean_r1_all"]},
+                       guard={"status": rec["status"], "reason": rec["reason"]})  # fmt: skip
+    return summary

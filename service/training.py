@@ -20,6 +20,8 @@ from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transitio
 from trainer.model import create_model
 from trainer.phase import train_phase
 from trainer.snapshot import read_record, save_snapshot, snapshot_name, write_json_atomic
+
+from service.atomic import read_json
 from trainer.simulate import r1
 
 log = logging.getLogger("modx.trainer_worker")
@@ -110,11 +112,8 @@ def snapshot_summary(path: Path) -> dict:
     """What /v1/snapshots shows of one snapshot directory."""
     record = read_record(path)
     summary = {k: record.get(k) for k in ("version", "parent", "phase", "method", "created", "model", "recipe", "train")}
-    recall_file = path / RECALL_FILE
-    if recall_file.exists():
-        import json
-
-        rec = json.loads(recall_file.read_text())
+    rec = read_json(path / RECALL_FILE)
+    if rec is not None:
         summary.update(recall={"mean_r1_old": rec["mean_r1_old"], "mean_r1_all": rec["mean_r1_all"]},
                        guard={"status": rec["status"], "reason": rec["reason"]})  # fmt: skip
     return summary

@@ -37,12 +37,16 @@ def test_modx_keeps_more_of_the_first_domain_than_ct(runs):
     assert runs["ct"]["phases"][0]["recall"] == runs["modx"]["phases"][0]["recall"]
 
 
-def test_both_methods_learn_the_newest_domain(runs, stream):
-    chance = 1 / len(stream.probe("pastel"))
+def r5(rec: dict) -> float:
+    return (rec["i2t"]["r5"] + rec["t2i"]["r5"]) / 2
+
+
+def test_both_methods_learn_the_newest_domain(runs):
+    # R@5 on the 48-pair probe: R@1 moves in steps of 1/48 and is too coarse alone
     for method, result in runs.items():
-        before = r1(result["phases"][1]["recall"]["pastel"])
-        after = r1(result["phases"][-1]["recall"]["pastel"])
-        assert after > max(5 * chance, before + 0.05), (method, before, after)
+        before, after = result["phases"][1]["recall"]["pastel"], result["phases"][-1]["recall"]["pastel"]
+        assert r5(after) > r5(before) + 0.1, (method, r5(before), r5(after))
+        assert r1(after) > r1(before), (method, r1(before), r1(after))
 
 
 def test_result_has_the_documented_shape(runs, stream):

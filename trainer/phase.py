@@ -117,6 +117,38 @@ def estimate_fisher(model, data: PhaseData, cfg: TrainConfig, device) -> dict[st
     return fisher
 
 
+def phase_loss(
+    model,
+    student,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    teacher=None,
+    teacher_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ewc: tuple[dict, dict] | None = None,
+) -> torch.Tensor:
+    """The loss of one batch: InfoNCE (+ alpha * Mod-X/LwF KL) (+ EWC penalty).
+
+    `model` is what runs the forward (maybe compiled), `student` the module it wraps.
+    The teacher's embeddings come from `teacher_emb` (cache) or a live `teacher` forward.
+    """
+    device = images.device
+    with autocast(device):
+        img = F.normalize(model.encode_image(images), dim=-1).float()
+        txt = F.normalize(model.encode_text(tokens), dim=-1).float()
+        loss = clip_loss(img, txt, student.logit_scale.exp())
+        if teacher_emb is None and teacher is not None:
+            with torch.no_grad():
+                teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
+                               F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
+        if teacher_emb is not None:
+            loss = loss + cfg.alpha * modx_loss(img, txt, *teacher_emb, cfg.temperature, cfg.kl_reduction, cfg.screening)
+        if ewc is not None:
+            loss = loss + cfg.ewc_lambda * ewc_penalty(student, *ewc)
+    return loss
+
+
 def _resume_key(parent_record: dict, data: PhaseData, cfg: TrainConfig) -> str:
     """Identifies (parent, data, config): a checkpoint resumes only the phase it was made for."""
     blob = json.dumps([parent_record["version"], parent_record["created"], data.ids, cfg.to_dict()], sort_keys=True)
@@ -211,22 +243,9 @@ def train_phase(
             tokens = data.tokens[idx].to(device, non_blocking=True)
             if cfg.augment:
                 images = augment(images, aug_gen)
-            with autocast(device):
-                img = F.normalize(model.encode_image(images), dim=-1).float()
-                txt = F.normalize(model.encode_text(tokens), dim=-1).float()
-                loss = clip_loss(img, txt, student.logit_scale.exp())
-                if teacher is not None:
-                    if cached is not None:
-                        t_img, t_txt = cached[0][idx.to(device)], cached[1][idx.to(device)]
-                    else:
-                        with torch.no_grad():
-                            t_img = F.normalize(teacher.encode_image(images), dim=-1).float()
-                            t_txt = F.normalize(teacher.encode_text(tokens), dim=-1).float()
-                    loss = loss + cfg.alpha * modx_loss(
-                        img, txt, t_img, t_txt, cfg.temperature, cfg.kl_reduction, cfg.screening
-                    )
-                if fisher:
-                    loss = loss + cfg.ewc_lambda * ewc_penalty(student, fisher, anchor)
+            teacher_emb = (cached[0][idx.to(device)], cached[1][idx.to(device)]) if cached is not None else None
+            loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
+                              ewc=(fisher, anchor) if fisher else None)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

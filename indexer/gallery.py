@@ -1,0 +1,226 @@
+"""Re-embed the gallery with a snapshot, build its index, and add incremental segments.
+
+The gallery is a stream of `(pair id, image)` records (image: encoded bytes or a PIL
+image); it is consumed batch by batch, never loaded whole. Worker threads decode (and,
+when the encoder has a `prepare` method, preprocess) the next batch while the current one
+is encoded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from indexer.index import Index, as_matrix, next_segment, save_index, save_segment
+from trainer.data import decode_image
+from trainer.embed import embed_image_tensor
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, "bytes | Image.Image"]
+EncodeFn = Callable[[list[Any]], np.ndarray]  # list[PIL.Image] (or prepared items) -> (n, d)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class SnapshotImageEncoder:
+    """`encode_fn` for a snapshot's image tower: preprocess in workers, encode in batches.
+
+    Encoding runs under inference_mode with bf16 autocast on CUDA (trainer.embed).
+    """
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable, batch_size: int = 256):
+        self.model, self.preprocess, self.batch_size = model, preprocess, batch_size
+        self.dim = int(getattr(model.visual, "output_dim", 0) or 0)
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        return self.preprocess(image)
+
+    def __call__(self, items: Sequence[Image.Image | torch.Tensor]) -> np.ndarray:
+        x = torch.stack([it if isinstance(it, torch.Tensor) else self.preprocess(it) for it in items])
+        with eval_mode(self.model):
+            return embed_image_tensor(self.model, x, self.batch_size).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def batched(iterable: Iterable, n: int) -> Iterator[list]:
+    it = iter(iterable)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def _load(image: bytes | Image.Image, prepare: Callable | None) -> Any:
+    pil = image.convert("RGB") if isinstance(image, Image.Image) else decode_image(image)
+    return prepare(pil) if prepare else pil
+
+
+def _gather(futures: list[tuple[str, Future]], skipped: list | None) -> tuple[list[str], list[Any]]:
+    ids, items = [], []
+    for pid, fut in futures:
+        try:
+            items.append(fut.result())
+            ids.append(pid)
+        except Exception as e:  # an undecodable image: skip it, keep going
+            log.warning("skipping gallery item %s: %s", pid, e)
+            if skipped is not None:
+                skipped.append((pid, str(e)))
+    return ids, items
+
+
+def decoded_batches(
+    records: Iterable[Record],
+    pool: ThreadPoolExecutor,
+    batch_size: int,
+    prepare: Callable | None = None,
+    skipped: list | None = None,
+    exclude: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """(ids, decoded items) per batch; the next batch decodes while the caller works.
+
+    Repeated ids and ids for which `exclude(id)` is true are dropped.
+    """
+    seen: set[str] = set()
+    pending: list[tuple[str, Future]] | None = None
+    for batch in batched(records, batch_size):
+        fresh = []
+        for pid, image in batch:
+            if pid not in seen and not (exclude and exclude(pid)):
+                seen.add(pid)
+                fresh.append((pid, pool.submit(_load, image, prepare)))
+        if pending is not None:
+            yield _gather(pending, skipped)
+        pending = fresh
+    if pending:
+        yield _gather(pending, skipped)
+
+
+def embed_records(
+    records: Iterable[Record],
+    encode_fn: EncodeFn,
+    batch_size: int = 256,
+    workers: int = 4,
+    skipped: list | None = None,
+    exclude: Callable[[str], bool] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Embed a stream of (id, image) records: (L2-normalised float32 (n, d), ids).
+
+    Undecodable images are skipped (appended to `skipped` as (id, reason) if given).
+    """
+    prepare = getattr(encode_fn, "prepare", None)
+    chunks, ids = [], []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gallery-decode") as pool:
+        for batch_ids, items in decoded_batches(records, pool, batch_size, prepare, skipped, exclude):
+            if batch_ids:
+                chunks.append(as_matrix(encode_fn(items)))
+                ids.extend(batch_ids)
+    if not chunks:
+        return np.zeros((0, int(getattr(encode_fn, "dim", 0) or 0)), np.float32), []
+    return normalise(np.concatenate(chunks)), ids
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- index builds
+
+
+def reindex(
+    snapshot_version: int,
+    records: Iterable[Record],
+    encode_fn: EncodeFn,
+    out_dir: str | Path,
+    kind: str = "auto",
+    *,
+    batch_size: int = 256,
+    workers: int = 4,
+    skipped: list | None = None,
+    **build_kw,
+) -> Index:
+    """Embed the whole gallery with one snapshot, build the index, save it atomically."""
+    vectors, ids = embed_records(records, encode_fn, batch_size, workers, skipped)
+    if vectors.shape[1] == 0:
+        raise ValueError("empty gallery and encode_fn has no `dim` to build an empty index with")
+    index = Index.build(vectors, ids, snapshot_version, kind, **build_kw)
+    save_index(index, out_dir)
+    log.info("indexed %d gallery items with snapshot %d (%s, %s) -> %s",
+             index.size, snapshot_version, index.kind, index.backend, out_dir)
+    return index
+
+
+def add_segment(
+    index_dir: str | Path,
+    records: Iterable[Record],
+    encode_fn: EncodeFn,
+    snapshot: int | None = None,
+    known: Index | set[str] | None = None,
+    *,
+    batch_size: int = 256,
+    workers: int = 4,
+    skipped: list | None = None,
+) -> tuple[Path | None, int]:
+    """Embed new records (ids in `known` skipped) into the next segment of `index_dir`.
+
+    Returns (segment path or None when nothing was new, vectors written).
+    """
+    exclude = (lambda pid: pid in known) if known is not None else None
+    vectors, ids = embed_records(records, encode_fn, batch_size, workers, skipped, exclude)
+    if not ids:
+        return None, 0
+    for _ in range(100):  # another writer may take the same number; take the next one
+        try:
+            return save_segment(index_dir, next_segment(index_dir), vectors, ids, snapshot), len(ids)
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not claim a segment number in {index_dir}")
+
+
+# --------------------------------------------------------------------------- the data directory
+
+
+def iter_gallery(data_dir: str | Path, splits: Sequence[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(id, image bytes) for every pair in `data_dir/phases/*/pairs.jsonl`, lazily.
+
+    A torn last line of an open phase is skipped; so is a pair whose image is missing.
+    """
+    data_dir = Path(data_dir)
+    for pairs in sorted((data_dir / "phases").glob("*/pairs.jsonl")):
+        for rec in _read_jsonl(pairs):
+            if splits is not None and rec.get("split") not in splits:
+                continue
+            try:
+                yield rec["id"], (data_dir / rec["image"]).read_bytes()
+            except (KeyError, OSError) as e:
+                log.warning("skipping pair %s in %s: %s", rec.get("id"), pairs, e)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path) as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue

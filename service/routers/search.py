@@ -1,0 +1,80 @@
+"""POST /v1/search: text (or image) query against the serving index."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field, model_validator
+
+from service import metrics
+from service.serving import ServingState
+from service.validation import Limits, PairError, check_image, decode_base64
+from trainer.embed import encode_images
+
+router = APIRouter(tags=["search"])
+
+
+class SearchRequest(BaseModel):
+    text: str | None = Field(None, min_length=1, max_length=1000, description="text query (text -> image)")
+    image: str | None = Field(None, description="base64 PNG/JPEG/WebP query (image -> image, with the pairs' texts)")
+    k: int = Field(10, ge=1, le=1000)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    filter: dict[str, Any] | None = Field(None, description="metadata key -> required value")
+
+    @model_validator(mode="after")
+    def one_query(self):
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give exactly one of 'text' or 'image'")
+        return self
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    text: str
+    metadata: dict
+
+
+class SearchResponse(BaseModel):
+    snapshot: int
+    index: int
+    results: list[Hit]
+
+
+def get_serving(request: Request) -> ServingState:
+    return request.app.state.serving
+
+
+def get_limits(request: Request) -> Limits:
+    return Limits.from_settings(request.app.state.settings)
+
+
+def encode_query(serving, req: SearchRequest, limits: Limits) -> np.ndarray:
+    model, preprocess, tokenizer = serving.model
+    if req.text is not None:
+        return serving.encode_text([req.text])
+    try:
+        data = decode_base64(req.image, limits)
+        check_image(data, limits)
+    except PairError as e:
+        raise HTTPException(e.status, e.detail()) from e
+    return encode_images(model, preprocess, [data])
+
+
+@router.post("/v1/search", response_model=SearchResponse)
+def search(req: SearchRequest, state: ServingState = Depends(get_serving), limits: Limits = Depends(get_limits)):
+    t0 = time.perf_counter()
+    try:
+        serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
+    except LookupError:
+        raise HTTPException(503, {"error": "no index is loaded yet: wait for the first snapshot and index"})
+    query = encode_query(serving, req, limits)
+    wanted = req.filter or {}
+    filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
+    hits = serving.index.search(query, req.k, min_score=req.min_score, filter_fn=filter_fn)[0]
+    results = [Hit(id=pid, score=score, text=state.catalog.get(pid)[0], metadata=state.catalog.get(pid)[1]) for pid, score in hits]
+    metrics.SEARCH_LATENCY.observe(time.perf_counter() - t0)
+    return SearchResponse(snapshot=serving.snapshot, index=serving.index.snapshot, results=results)

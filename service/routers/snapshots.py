@@ -1,0 +1,59 @@
+"""GET /v1/snapshots, /v1/recall and /v1/drift: what each snapshot learnt and forgot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+
+from service.atomic import read_json
+from service.registry import Registry
+from service.training import DRIFT_FILE, RECALL_FILE, snapshot_dir
+
+router = APIRouter(tags=["snapshots"])
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def get_data_dir(request: Request) -> Path:
+    return Path(request.app.state.settings.data_dir)
+
+
+@router.get("/v1/snapshots")
+def snapshots(registry: Registry = Depends(get_registry)):
+    """Every snapshot: version, parent, phase, method, recipe, status, created, recall summary."""
+    serving = registry.serving() or {}
+    return {"serving": serving, "snapshots": [{"version": v, **rec} for v, rec in registry.snapshots().items()]}
+
+
+def _per_snapshot(data_dir: Path, registry: Registry, filename: str) -> list[tuple[int, dict]]:
+    out = []
+    for version in registry.snapshots():
+        data = read_json(snapshot_dir(data_dir, version) / filename)
+        if data is not None:
+            out.append((version, data))
+    return out
+
+
+@router.get("/v1/recall")
+def recall(registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir)):
+    """For each snapshot and each phase's probe: R@1/5/10 in both directions.
+
+    `old_gallery` is the same probe searched with the snapshot's text tower against images
+    embedded by its parent: what a `reindex = keep` deployment would answer.
+    """
+    return {
+        "snapshots": [
+            {"snapshot": v, "parent": d["parent"], "status": d["status"], "recall": d["recall"],
+             "old_gallery": d["old_gallery"], "mean_r1_old": d["mean_r1_old"], "mean_r1_all": d["mean_r1_all"]}
+            for v, d in _per_snapshot(data_dir, registry, RECALL_FILE)
+        ]
+    }  # fmt: skip
+
+
+@router.get("/v1/drift")
+def drift(registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir)):
+    """For each transition parent -> snapshot: SAM change, RAM and ImAV histograms per modality."""
+    return {"transitions": [d for _, d in _per_snapshot(data_dir, registry, DRIFT_FILE)]}

@@ -1,0 +1,201 @@
+"""The trainer worker and the indexer worker: loops over what is on disk.
+
+Trainer: takes sealed phases in order; teacher = the newest snapshot the guard accepted;
+publishes snapshot t with recall and drift; the guard marks it serving or rejected.
+Indexer: when a newer accepted snapshot exists (reindex=full) it re-embeds the whole
+gallery and publishes its index, then flips the serving pointer to (snapshot, index) at
+once; between snapshots it embeds new pairs with the serving snapshot into segments, so
+they are searchable within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainer.config import TrainConfig
+from trainer.data import Pair
+from trainer.snapshot import load_snapshot, write_json_atomic
+
+from indexer.gallery import SnapshotImageEncoder, add_segment, reindex
+from indexer.index import index_dir, load_index
+from service import buffer
+from service import metrics
+from service.registry import Registry
+from service.settings import Settings
+from service.training import Outcome, ensure_clip0, snapshot_dir, snapshot_summary, train_and_evaluate
+
+log = logging.getLogger("modx.workers")
+
+
+def train_config(s: Settings) -> TrainConfig:
+    return TrainConfig(
+        method=s.method, epochs=s.train_epochs, batch_size=s.train_batch_size, lr=s.train_lr,
+        warmup_steps=s.train_warmup_steps, alpha=s.alpha, temperature=s.temperature, kl_reduction=s.kl_reduction,
+        replay_fraction=s.replay_fraction, replay_policy=s.replay_policy, merge=s.merge, device=s.device,
+        seed=s.seed, compile=s.compile,
+    )  # fmt: skip
+
+
+class PhaseTrainPairs(Sequence):
+    """A phase's train pairs, images read from disk only when a pair is indexed (replay)."""
+
+    def __init__(self, data_dir: Path, phase: int):
+        self.data_dir, self.phase = data_dir, phase
+        self.records = [r for r in buffer.read_records(data_dir, phase) if r.split == "train"]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Pair:
+        return buffer.load_pair(self.data_dir, self.records[i], self.phase)
+
+
+def serving_snapshot(registry: Registry) -> int:
+    """The newest snapshot the guard accepted: the teacher of the next phase."""
+    accepted = [v for v, rec in registry.snapshots().items() if rec.get("status") == "serving"]
+    return max(accepted, default=0)
+
+
+def bootstrap(s: Settings, registry: Registry) -> None:
+    """Snapshot 0 (CLIP_0) on disk and in the registry."""
+    path = ensure_clip0(s.data_dir, s.model, s.pretrained, s.seed)
+    if registry.snapshot(0) is None:
+        registry.put_snapshot(0, {**snapshot_summary(path), "status": "serving"})
+
+
+def next_phase(data_dir: Path) -> int | None:
+    """The first sealed phase not trained yet (a 'training' one was cut short: resume it)."""
+    for info in buffer.list_phases(data_dir):
+        if info.status in ("sealed", "training"):
+            return info.phase
+    return None
+
+
+def train_next(s: Settings, registry: Registry) -> Outcome | None:
+    phase = next_phase(s.data_dir)
+    if phase is None:
+        return None
+    teacher = serving_snapshot(registry)
+    registry.set_phase_status(s.data_dir, phase, "training", teacher=teacher)
+    sealed = [n for n in buffer.sealed_phases(s.data_dir) if n <= phase]
+    probes = {str(n): buffer.phase_pairs(s.data_dir, n, "probe") for n in sealed}
+    past = [PhaseTrainPairs(s.data_dir, n) for n in sealed if n < phase]
+
+    def on_step(info: dict) -> None:
+        metrics.TRAIN_LOSS.set(info["loss"])
+        metrics.TRAIN_STEP_SECONDS.observe(info["seconds"])
+        if info["step"] % 10 == 0 or info["step"] == info["total"]:
+            registry.set_gauge("train_loss", info["loss"])
+            registry.set_gauge("train_step_seconds", info["seconds"])
+
+    try:
+        outcome = train_and_evaluate(
+            s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), teacher,
+            replay=past, max_drop=s.guard_max_drop, on_step=on_step,
+        )  # fmt: skip
+    except Exception as e:  # a bad phase must not stop the worker: mark it and go on
+        log.exception("training phase %d failed", phase)
+        registry.set_phase_status(s.data_dir, phase, "failed", error=f"{type(e).__name__}: {e}")
+        return None
+    if outcome.status == "serving":
+        for version, rec in registry.snapshots().items():
+            if rec.get("status") == "serving":
+                registry.put_snapshot(version, {**rec, "status": "superseded"})
+    summary = {**snapshot_summary(snapshot_dir(s.data_dir, phase)), "status": outcome.status, "reason": outcome.reason}
+    registry.put_snapshot(phase, summary)
+    registry.set_phase_status(s.data_dir, phase, "trained", snapshot=phase, snapshot_status=outcome.status)
+    metrics.SNAPSHOT_VERSION.set(phase)
+    registry.set_gauge("snapshot_version", phase)
+    if outcome.status == "rejected":
+        metrics.SNAPSHOTS_REJECTED.inc()
+        registry.incr("snapshots_rejected")
+    return outcome
+
+
+def run_trainer(s: Settings, stop: threading.Event) -> None:
+    registry = Registry.from_url(s.redis_url)
+    registry.ensure(s.data_dir)
+    bootstrap(s, registry)
+    while not stop.is_set():
+        if train_next(s, registry) is None:
+            stop.wait(s.worker_poll_s)
+
+
+class IndexerWorker:
+    """Keeps indexes/v<snapshot> in step with the serving snapshot and the gallery."""
+
+    def __init__(self, s: Settings, registry: Registry):
+        self.s, self.registry = s, registry
+        self.version: int | None = None
+        self.encoder: SnapshotImageEncoder | None = None
+        self.index = None
+
+    def target(self) -> int:
+        if self.s.reindex == "keep" and self.version is not None:
+            return self.version  # keep the old index (and its query encoder) until told otherwise
+        return serving_snapshot(self.registry)
+
+    def records(self, skip=()):
+        """(id, image bytes) of every pair on disk, open phase included; `skip` ids not read."""
+        data_dir = Path(self.s.data_dir)
+        for phase in buffer.phase_numbers(data_dir):
+            for r in buffer.read_records(data_dir, phase):
+                if r.id not in skip:
+                    yield r.id, (data_dir / r.image).read_bytes()
+
+    def load_encoder(self, version: int) -> None:
+        model, preprocess, _, _ = load_snapshot(snapshot_dir(self.s.data_dir, version), self.s.device)
+        self.encoder = SnapshotImageEncoder(model.eval(), preprocess, self.s.embed_batch_size)
+
+    def rebuild(self, version: int) -> None:
+        """Re-embed the whole gallery with `version` and publish its index, then serve the pair."""
+        t0 = time.perf_counter()
+        self.load_encoder(version)
+        out = index_dir(self.s.data_dir, version)
+        if out.exists():
+            self.index = load_index(out, "cpu")
+        else:
+            self.index = reindex(version, self.records(), self.encoder, out, self.s.index_kind,
+                                 batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
+        self.version = version
+        pointer = {"snapshot": version, "index": version}
+        write_json_atomic(Path(self.s.data_dir) / "serving.json", pointer)
+        self.registry.set_serving(**pointer)
+        self.report()
+        log.info("index v%d: %d pairs in %.1fs", version, self.index.size, time.perf_counter() - t0)
+
+    def add_new(self) -> int:
+        """Embed pairs that are not in the index yet with the serving snapshot (a segment)."""
+        directory = index_dir(self.s.data_dir, self.version)
+        _, n = add_segment(directory, self.records(skip=self.index), self.encoder, self.version,
+                           batch_size=self.s.embed_batch_size)  # fmt: skip
+        if n:
+            self.index.refresh(directory)
+            self.report()
+        return n
+
+    def report(self) -> None:
+        metrics.INDEX_VERSION.set(self.version)
+        metrics.INDEX_SIZE.set(self.index.size)
+        self.registry.set_gauge("index_version", self.version)
+        self.registry.set_gauge("index_size", self.index.size)
+
+    def tick(self) -> None:
+        target = self.target()
+        if self.version != target:
+            self.rebuild(target)
+        else:
+            self.add_new()
+
+
+def run_indexer(s: Settings, stop: threading.Event) -> None:
+    registry = Registry.from_url(s.redis_url)
+    registry.ensure(s.data_dir)
+    worker = IndexerWorker(s, registry)
+    while not stop.is_set():
+        worker.tick()
+        stop.wait(s.index_poll_s)

@@ -1,0 +1,165 @@
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.gallery import SnapshotImageEncoder, add_segment, embed_records, iter_gallery, reindex
+from indexer.index import IndexHolder, index_dir, load_index, load_serving, segment_numbers
+
+D = 16
+
+
+def png(seed: int, size: int = 12) -> bytes:
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ProjectionEncoder:
+    """Deterministic stand-in for an image tower: a fixed random projection of 8x8 pixels."""
+
+    dim = D
+
+    def __init__(self):
+        self.w = np.random.default_rng(0).normal(size=(8 * 8 * 3, D)).astype(np.float32)
+        self.calls = []
+
+    def __call__(self, images):
+        self.calls.append(len(images))
+        x = np.stack([np.asarray(im.resize((8, 8)), np.float32).ravel() / 255 - 0.5 for im in images])
+        return x @ self.w
+
+
+def records(n, start=0):
+    return [(f"g{i}", png(i)) for i in range(start, start + n)]
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_embed_records_matches_direct_encoding():
+    recs = records(23)
+    enc = ProjectionEncoder()
+    vectors, ids = embed_records(iter(recs), enc, batch_size=5, workers=3)
+    assert ids == [pid for pid, _ in recs] and vectors.shape == (23, D) and vectors.dtype == np.float32
+    assert enc.calls == [5, 5, 5, 5, 3]
+    direct = ProjectionEncoder()([Image.open(io.BytesIO(b)).convert("RGB") for _, b in recs])
+    np.testing.assert_allclose(vectors, unit(direct), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_embed_records_streams():
+    consumed = []
+
+    def stream():
+        for rec in records(40):
+            consumed.append(rec[0])
+            yield rec
+
+    consumed_at_encode = []
+
+    class Spy(ProjectionEncoder):
+        def __call__(self, images):
+            consumed_at_encode.append(len(consumed))
+            return super().__call__(images)
+
+    embed_records(stream(), Spy(), batch_size=4, workers=2)
+    assert consumed_at_encode[:3] == [8, 12, 16]  # the batch being encoded and one prefetched
+    assert len(consumed) == 40
+
+
+def test_duplicates_and_bad_images_are_skipped():
+    recs = records(6) + [("g2", png(2)), ("broken", b"not an image"), ("pil", Image.new("RGB", (9, 9), "red"))]
+    skipped = []
+    vectors, ids = embed_records(recs, ProjectionEncoder(), batch_size=4, skipped=skipped)
+    assert ids == ["g0", "g1", "g2", "g3", "g4", "g5", "pil"] and len(vectors) == 7
+    assert [pid for pid, _ in skipped] == ["broken"]
+
+
+def test_empty_gallery_uses_encoder_dim():
+    vectors, ids = embed_records([], ProjectionEncoder())
+    assert vectors.shape == (0, D) and ids == []
+
+
+def test_reindex_builds_and_saves(tmp_path):
+    recs = records(30)
+    out = index_dir(tmp_path, 5)
+    index = reindex(5, iter(recs), ProjectionEncoder(), out, kind="flat", batch_size=8)
+    assert (index.snapshot, index.size, index.kind) == (5, 30, "flat")
+    loaded = load_index(out)
+    vectors, _ = embed_records(recs[17:18], ProjectionEncoder())
+    assert loaded.search(vectors, 1)[0][0][0] == "g17"
+    assert loaded.search(vectors, 5) == index.search(vectors, 5)
+
+
+def test_add_segment_skips_known_and_refreshes(tmp_path):
+    out = tmp_path / "v000001"
+    index = reindex(1, records(20), ProjectionEncoder(), out, kind="flat")
+    path, n = add_segment(out, records(15, start=10), ProjectionEncoder(), snapshot=1, known=index)
+    assert n == 5 and path.name == "000000.npz"
+    assert add_segment(out, records(20), ProjectionEncoder(), snapshot=1, known=index) == (None, 0)
+    assert index.refresh() == 5 and index.size == 25
+    add_segment(out, records(3, start=40), ProjectionEncoder(), snapshot=1)
+    assert segment_numbers(out) == [0, 1] and load_index(out).size == 28
+
+
+def test_iter_gallery_reads_the_data_dir(tmp_path):
+    for phase, ids in [(1, ["a", "b"]), (2, ["c"])]:
+        d = tmp_path / "phases" / f"{phase:06d}"
+        d.mkdir(parents=True)
+        lines = []
+        for pid in ids:
+            img = tmp_path / "images" / pid[:2] / pid
+            img.parent.mkdir(parents=True, exist_ok=True)
+            img.write_bytes(png(ord(pid)))
+            split = "probe" if pid == "b" else "train"
+            lines.append(json.dumps({"id": pid, "text": pid, "split": split, "image": f"images/{pid[:2]}/{pid}"}))
+        (d / "pairs.jsonl").write_text("\n".join(lines) + "\n" + ('{"id": "torn' if phase == 2 else ""))
+    assert [pid for pid, _ in iter_gallery(tmp_path)] == ["a", "b", "c"]
+    assert [pid for pid, _ in iter_gallery(tmp_path, splits=["train"])] == ["a", "c"]
+    assert dict(iter_gallery(tmp_path))["c"] == png(ord("c"))
+
+
+# --------------------------------------------------------------------------- the real tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    from trainer.model import create_model
+
+    return create_model("modx-tiny")
+
+
+def test_tiny_model_gallery_roundtrip(tmp_path, tiny):
+    from trainer.embed import encode_images
+
+    model, preprocess, tokenizer = tiny
+    recs = records(20, start=100)
+    enc = SnapshotImageEncoder(model, preprocess, batch_size=8)
+    assert enc.dim == 64
+    index = reindex(0, recs, enc, index_dir(tmp_path, 0), kind="flat", batch_size=6)
+    expected = encode_images(model, preprocess, [b for _, b in recs])
+    vectors, ids = embed_records(recs, enc, batch_size=6)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+    assert [hits[0][0] for hits in index.search(expected, 1)] == ids
+
+
+def test_load_serving_pairs_snapshot_with_index(tmp_path, tiny):
+    from trainer.snapshot import save_snapshot
+
+    model, preprocess, _ = tiny
+    snap = save_snapshot(model, tmp_path / "snapshots" / "v000000", model_name="modx-tiny",
+                         version=0, parent=None, phase=None, method="init")
+    reindex(0, records(10), SnapshotImageEncoder(model, preprocess), index_dir(tmp_path, 0), kind="flat")
+    holder = IndexHolder(load_serving(snap, index_dir(tmp_path, 0)))
+    serving = holder.get()
+    hits = serving.search_texts(["a red square", "noise"], 3)
+    assert serving.snapshot == serving.index.snapshot == 0
+    assert len(hits) == 2 and all(len(h) == 3 and h[0][0].startswith("g") for h in hits)

@@ -1,0 +1,629 @@
+"""Emoji styles as domains: one concept ("grinning face") drawn once per designer style.
+
+A real-data continual benchmark in the spirit of Mod-X's COCO -> Flickr shift. Each style
+(Google Noto, Twemoji, Fluent, ...) is one domain; the captions are the CLDR names, the
+same in every style, so the pixels that go with "grinning face" change from phase to phase
+while the words do not.
+
+Sources are npm packages, fetched with `npm pack` into a cache directory, checked against
+the registry's sha512 integrity and pinned in a lock file there, so later runs work
+offline. The art is never copied into the repository.
+
+| style kind | packages | what is read |
+|---|---|---|
+| png | emoji-datasource-{google,twitter,facebook} | emoji.json + img/<set>/64/*.png |
+| iconify | @iconify-json/{noto,twemoji,openmoji,fluent-emoji-flat,emojione,fxemoji} | icons.json, chars.json |
+| names | emojibase-data | <lang>/data.json (label, tags), en/messages.json |
+
+Concepts are keyed by their codepoints without FE0F (`1f600`, `2764`); pair ids are
+`<style>:<key>` (`google:1f600`). Only concepts that every selected style draws are kept.
+`test(domain)` holds the concepts never trained on (chosen by hash of the concept, so the
+same concepts in every style); `probe(domain)` is the usual hash-of-pair-id slice
+(`trainer.data.split_of`) of the trained concepts, for retention.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+import unicodedata
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from PIL import Image
+
+from trainer.data import Pair, encode_png, id_fraction, split_of
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Style:
+    """One domain: an npm package holding one designer's emoji art."""
+
+    name: str
+    package: str
+    version: str
+    kind: str  # "png" (emoji-datasource layout) | "iconify" (Iconify JSON)
+    image_set: str = ""  # png only: the folder under img/
+    art_license: str = ""  # the art's licence where it differs from package.json's
+
+
+@dataclass(frozen=True)
+class Names:
+    """The package with the CLDR names and keywords."""
+
+    package: str = "emojibase-data"
+    version: str = "17.0.0"
+
+
+def _png(name: str, art_license: str) -> Style:
+    return Style(name, f"emoji-datasource-{name}", "16.0.0", "png", name, art_license)
+
+
+def _iconify(name: str, package: str, version: str) -> Style:
+    return Style(name, f"@iconify-json/{package}", version, "iconify")
+
+
+STYLES: dict[str, Style] = {
+    "google": _png("google", "Apache-2.0 (Noto Emoji images)"),
+    "twitter": _png("twitter", "CC-BY-4.0 (Twemoji images)"),
+    "facebook": _png("facebook", "no clear licence (images (c) Facebook, Inc.)"),
+    "noto": _iconify("noto", "noto", "1.2.9"),
+    "twemoji": _iconify("twemoji", "twemoji", "1.2.5"),
+    "openmoji": _iconify("openmoji", "openmoji", "1.2.29"),
+    "fluent": _iconify("fluent", "fluent-emoji-flat", "1.2.6"),
+    "emojione": _iconify("emojione", "emojione", "1.2.3"),
+    "fxemoji": _iconify("fxemoji", "fxemoji", "1.2.2"),
+}
+PRESETS: dict[str, tuple[str, ...]] = {
+    "google-twemoji-fluent": ("google", "twitter", "fluent"),
+}
+CAPTIONS = ("name", "name+keywords")
+RENDER_FORMAT = 1  # bump to invalidate every rendered cache
+DEFAULT_CACHE = Path("~/.cache/modx/npm")
+
+
+# ---------------------------------------------------------------- npm cache
+
+
+class IntegrityError(RuntimeError):
+    """A tarball's sha512 differs from the registry's or the lock's."""
+
+
+class FetchError(RuntimeError):
+    """A package is not cached and npm could not fetch it."""
+
+
+def sha512_integrity(path: Path) -> str:
+    """The npm-style integrity string ("sha512-<base64>") of a file."""
+    digest = hashlib.sha512()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha512-" + base64.b64encode(digest.digest()).decode()
+
+
+def run_npm(args: list[str]) -> str:
+    """Run npm and return its stdout; FetchError with npm's stderr on failure."""
+    try:
+        done = subprocess.run(["npm", *args], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FetchError(f"npm {' '.join(args)} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise FetchError(f"npm {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return done.stdout
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class NpmCache:
+    """npm tarballs in a directory, pinned by sha512 in `modx-npm-lock.json`.
+
+    A tarball in the lock is verified and used as is, never fetched again; one missing is
+    fetched with `npm pack`, checked against the registry's `dist.integrity`, and locked.
+    """
+
+    LOCK = "modx-npm-lock.json"
+
+    def __init__(self, root: str | os.PathLike | None = None, npm: Callable[[list[str]], str] = run_npm):
+        self.root = Path(root if root is not None else DEFAULT_CACHE).expanduser()
+        self.npm = npm
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / self.LOCK
+
+    def lock(self) -> dict:
+        return json.loads(self.lock_path.read_text()) if self.lock_path.exists() else {}
+
+    def tarball(self, package: str, version: str) -> Path:
+        """The verified local .tgz of package@version, fetched only if not cached."""
+        spec = f"{package}@{version}"
+        entry = self.lock().get(spec)
+        if entry and (self.root / entry["file"]).exists():
+            return self._verified(self.root / entry["file"], entry["integrity"], f"the lock {self.lock_path}")
+        expected = self.registry_integrity(spec)
+        path = self.root / tarball_name(package, version)
+        if not path.exists():
+            path = self._pack(spec)
+        self._verified(path, expected, "the npm registry", remove=True)
+        self._record(spec, path.name, expected)
+        return path
+
+    def registry_integrity(self, spec: str) -> str:
+        out = self.npm(["view", spec, "dist.integrity", "--json"]).strip()
+        integrity = json.loads(out) if out.startswith('"') else out
+        if not str(integrity).startswith("sha512-"):
+            raise FetchError(f"{spec}: the registry gave no sha512 integrity ({out[:200]!r})")
+        return integrity
+
+    def _pack(self, spec: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".pack-") as tmp:
+            out = self.npm(["pack", spec, "--pack-destination", tmp, "--json"])
+            filename = json.loads(out[out.index("[") :])[0]["filename"]
+            target = self.root / Path(filename).name
+            os.replace(Path(tmp) / Path(filename).name, target)
+        return target
+
+    def _verified(self, path: Path, expected: str, source: str, remove: bool = False) -> Path:
+        actual = sha512_integrity(path)
+        if actual != expected:
+            if remove:
+                path.unlink(missing_ok=True)
+            hint = "it was removed; try again" if remove else "delete it to fetch it again"
+            raise IntegrityError(
+                f"{path}: sha512 integrity mismatch: {source} says {expected}, the file has {actual} ({hint})"
+            )
+        return path
+
+    def _record(self, spec: str, filename: str, integrity: str) -> None:
+        lock = self.lock()
+        lock[spec] = {"file": filename, "integrity": integrity}
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.lock_path, json.dumps(lock, indent=1, sort_keys=True).encode())
+
+
+def tarball_name(package: str, version: str) -> str:
+    """npm pack's file name: "@scope/name" -> "scope-name-<version>.tgz"."""
+    return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+
+
+def read_members(tgz: Path, wanted: Iterable[str]) -> dict[str, bytes]:
+    """The named files (paths without "package/"), read in one pass that stops once all are found."""
+    wanted, found = set(wanted), {}
+    with tarfile.open(tgz, "r:gz") as tar:
+        for member in tar:
+            name = member.name.split("/", 1)[-1]
+            if member.isfile() and name in wanted:
+                found[name] = tar.extractfile(member).read()
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def read_json(tgz: Path, names: Iterable[str]) -> dict[str, object]:
+    """The named JSON files of a package (missing ones absent)."""
+    return {name: json.loads(data) for name, data in read_members(tgz, names).items()}
+
+
+# ---------------------------------------------------------------- concepts
+
+
+@dataclass(frozen=True)
+class Concept:
+    key: str  # codepoints without FE0F, lower-case: "1f600", "1f468-200d-1f4bb"
+    label: str  # English CLDR name, used for matching icon names
+    name: str  # the caption's name, lower-case, in the chosen language
+    tags: tuple[str, ...]
+    category: str
+    subcategory: str
+
+
+def canonical(hexcode: str) -> str:
+    """Codepoints without the FE0F variation selector, lower-case, dash-joined."""
+    return "-".join(p for p in hexcode.lower().replace("_", "-").split("-") if p and p != "fe0f")
+
+
+SLUG_WORDS = ((".", ""), ("'", ""), ("&", " and "), ("#", " number sign "), ("*", " asterisk "), ("!", " exclamation "))
+
+
+def slugify(text: str) -> str:
+    """A CLDR name as an Iconify icon name: "flag: U.S. Virgin Islands" -> "flag-us-virgin-islands"."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    for old, new in SLUG_WORDS:
+        text = text.replace(old, new)
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+def load_concepts(tgz: Path, language: str = "en") -> dict[str, Concept]:
+    """emojibase's emoji (no components, no regional indicators), in emojibase order."""
+    files = read_json(tgz, ["en/data.json", "en/messages.json", f"{language}/data.json"])
+    if f"{language}/data.json" not in files:
+        raise ValueError(f"{tgz.name} has no {language}/data.json")
+    messages = files["en/messages.json"]
+    groups = {g["order"]: g for g in messages["groups"]}
+    subgroups = {g["order"]: g["key"] for g in messages["subgroups"]}
+    names = {canonical(e["hexcode"]): e["label"] for e in files[f"{language}/data.json"]}
+    concepts = {}
+    for e in files["en/data.json"]:
+        group = groups.get(e.get("group"))
+        if group is None or group["key"] == "component":
+            continue
+        key = canonical(e["hexcode"])
+        name = names.get(key, e["label"]).lower()
+        subgroup = subgroups.get(e.get("subgroup"), "")
+        concepts[key] = Concept(key, e["label"], name, tuple(e.get("tags", ())), group["message"], subgroup)
+    return concepts
+
+
+def caption(concept: Concept, mode: str = "name", n_keywords: int = 3) -> str:
+    """The CLDR name, or "name: kw, kw, kw" with keywords not already in the name."""
+    if mode == "name":
+        return concept.name
+    if mode != "name+keywords":
+        raise ValueError(f"captions must be one of {CAPTIONS}, not {mode!r}")
+    words = set(concept.name.replace(":", " ").split())
+    keywords = [t.lower() for t in concept.tags if t.lower() not in words][:n_keywords]
+    return f"{concept.name}: {', '.join(keywords)}" if keywords else concept.name
+
+
+# ---------------------------------------------------------------- images
+
+
+def on_white(image: Image.Image, size: int) -> bytes:
+    """PNG bytes of the image composited on white, RGB, size x size."""
+    image = image.convert("RGBA")
+    canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    canvas.alpha_composite(image)
+    rgb = canvas.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.LANCZOS)
+    return encode_png(rgb)
+
+
+def png_images(tgz: Path, style: Style, concepts: dict[str, Concept], size: int) -> tuple[dict[str, bytes], dict]:
+    """emoji-datasource: the 64 px PNGs of the concepts this set draws."""
+    index = read_json(tgz, ["emoji.json"])["emoji.json"]
+    files = {}
+    for e in index:
+        key = canonical(e["unified"])
+        if key in concepts and e.get(f"has_img_{style.image_set}", True):
+            files[f"img/{style.image_set}/64/{e['image']}"] = key
+    raw = read_members(tgz, files)
+    images = {files[path]: on_white(Image.open(io.BytesIO(data)), size) for path, data in raw.items()}
+    return images, {"matched_by": {"codepoint": len(images)}, "listed": len(files)}
+
+
+def resolve_icon(icon_set: dict, name: str) -> dict | None:
+    """An Iconify icon with its aliases followed: body, viewBox and merged flips/rotation."""
+    icons, aliases = icon_set.get("icons", {}), icon_set.get("aliases", {})
+    props: dict = {"hFlip": False, "vFlip": False, "rotate": 0}
+    seen = set()
+    while name in aliases and name not in icons and name not in seen:
+        seen.add(name)
+        alias = aliases[name]
+        _merge(props, alias)
+        name = alias.get("parent", "")
+    icon = icons.get(name)
+    if icon is None:
+        return None
+    _merge(props, icon)
+    for k, default in (("left", 0), ("top", 0), ("width", 16), ("height", 16)):
+        props.setdefault(k, icon.get(k, icon_set.get(k, default)))
+    props["body"] = icon["body"]
+    return props
+
+
+def _merge(props: dict, item: dict) -> None:
+    props["hFlip"] ^= bool(item.get("hFlip"))
+    props["vFlip"] ^= bool(item.get("vFlip"))
+    props["rotate"] += int(item.get("rotate", 0))
+    for k in ("left", "top", "width", "height"):  # the child's geometry wins
+        if k in item:
+            props.setdefault(k, item[k])
+
+
+def icon_svg(icon: dict, size: int) -> str:
+    """A standalone SVG document of a resolved icon, size x size, aspect kept."""
+    x, y, w, h = icon["left"], icon["top"], icon["width"], icon["height"]
+    transforms = []
+    if icon["rotate"] % 4:
+        transforms.append(f"rotate({90 * (icon['rotate'] % 4)} {x + w / 2} {y + h / 2})")
+    if icon["hFlip"]:
+        transforms.append(f"translate({2 * x + w} 0) scale(-1 1)")
+    if icon["vFlip"]:
+        transforms.append(f"translate(0 {2 * y + h}) scale(1 -1)")
+    body = f'<g transform="{" ".join(transforms)}">{icon["body"]}</g>' if transforms else icon["body"]
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{size}" height="{size}" viewBox="{x} {y} {w} {h}">{body}</svg>'
+    )
+
+
+def pick_renderer(renderer: str = "auto") -> str:
+    """"resvg" (resvg-py) if importable, else "cairosvg"; ImportError if neither is."""
+    for name, module in (("resvg", "resvg_py"), ("cairosvg", "cairosvg")):
+        if renderer in ("auto", name):
+            try:
+                __import__(module)
+                return name
+            except ImportError:
+                if renderer == name:
+                    raise
+    raise ImportError("rasterising SVG emoji needs resvg-py or cairosvg (pip install resvg-py)")
+
+
+def rasterise(svg: str, size: int, renderer: str) -> Image.Image:
+    """An SVG document as an RGBA image of size x size."""
+    if renderer == "resvg":
+        import resvg_py
+
+        png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size))
+    else:
+        import cairosvg
+
+        png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
+    return Image.open(io.BytesIO(png))
+
+
+def match_icons(icon_set: dict, chars: dict, concepts: dict[str, Concept]) -> dict[str, tuple[str, str]]:
+    """concept key -> (icon name, how): by codepoint (chars.json), else by slugified name.
+
+    Name candidates, in order: the CLDR name, the Unicode character name, "flag-for-..."
+    (older sets), each also without dashes (fxemoji). An icon is used at most once.
+    """
+    names = set(icon_set.get("icons", {})) | set(icon_set.get("aliases", {}))
+    by_char = {canonical(code): name for code, name in chars.items() if name in names}
+    matched = {k: (by_char[k], "codepoint") for k in concepts if k in by_char}
+    taken = {name for name, _ in matched.values()}
+    for key, concept in concepts.items():
+        if key in matched:
+            continue
+        for candidate in _name_candidates(concept):
+            if candidate in names and candidate not in taken:
+                matched[key] = (candidate, "name")
+                taken.add(candidate)
+                break
+    return matched
+
+
+def _name_candidates(concept: Concept) -> list[str]:
+    slugs = [slugify(concept.label)]
+    codepoints = concept.key.split("-")
+    if len(codepoints) == 1:
+        try:
+            slugs.append(slugify(unicodedata.name(chr(int(codepoints[0], 16)))))
+        except ValueError:
+            pass
+    if slugs[0].startswith("flag-"):
+        slugs.append("flag-for-" + slugs[0][5:])
+    return slugs + [s.replace("-", "") for s in slugs]
+
+
+def iconify_images(tgz: Path, concepts: dict[str, Concept], size: int, renderer: str) -> tuple[dict[str, bytes], dict]:
+    """Iconify JSON: the matched icons rasterised on white."""
+    files = read_json(tgz, ["icons.json", "chars.json"])
+    icon_set = files["icons.json"]
+    matched = match_icons(icon_set, files.get("chars.json", {}), concepts)
+    images, how = {}, {"codepoint": 0, "name": 0}
+    for key, (name, by) in matched.items():
+        icon = resolve_icon(icon_set, name)
+        if icon is not None:
+            images[key] = on_white(rasterise(icon_svg(icon, size), size, renderer), size)
+            how[by] += 1
+    return images, {"matched_by": how, "renderer": renderer}
+
+
+# ---------------------------------------------------------------- rendered cache
+
+
+def render_cache_path(root: Path, style: Style, integrity: str, names: Names, size: int, renderer: str) -> Path:
+    """One zip per (package version and hash, size, renderer, emojibase version)."""
+    digest = hashlib.sha256(integrity.encode()).hexdigest()[:12]
+    stem = f"{tarball_name(style.package, style.version)[:-4]}-{style.image_set or 'svg'}-{size}px-{renderer}"
+    return root / "rendered" / f"{stem}-{names.package}-{names.version}-{digest}-v{RENDER_FORMAT}.zip"
+
+
+def save_rendered(path: Path, images: dict[str, bytes], meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("meta.json", json.dumps(meta, sort_keys=True))
+        for key, png in images.items():
+            zf.writestr(f"{key}.png", png)
+    os.replace(tmp, path)
+
+
+def load_rendered(path: Path) -> tuple[dict[str, bytes], dict]:
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        images = {n[:-4]: zf.read(n) for n in zf.namelist() if n.endswith(".png")}
+    return images, meta
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class EmojiDataset:
+    """Emoji styles as domains, implementing trainer.data.Dataset (plus test/validation).
+
+    styles: names from STYLES, or Style objects. size: the image side in pixels (the PNG
+    sets are 64 px and are resized). captions: "name" or "name+keywords" (n_keywords of
+    emojibase's tags). language: emojibase's caption language (names are matched in English).
+    test_fraction: concepts held out of training in every style (chosen by hash of the
+    concept key, salted with the seed if one is given). probe_fraction: the
+    `trainer.data.split_of` slice of the trained concepts' pairs.
+    Nothing is fetched or rendered until a split or info() is asked for.
+    """
+
+    name = "emoji"
+
+    def __init__(self, styles: Sequence[str | Style] = PRESETS["google-twemoji-fluent"], size: int = 32,
+                 captions: str = "name", n_keywords: int = 3, test_fraction: float = 0.2,
+                 probe_fraction: float = 0.1, cache_dir: str | os.PathLike | None = None,
+                 seed: int | None = None, language: str = "en", names: Names = Names(),
+                 renderer: str = "auto", npm: Callable[[list[str]], str] = run_npm):  # fmt: skip
+        self.styles = [s if isinstance(s, Style) else _style(s) for s in styles]
+        self.domains = [s.name for s in self.styles]
+        if not self.styles or len(set(self.domains)) != len(self.domains):
+            raise ValueError(f"styles must be distinct and non-empty, got {self.domains}")
+        if captions not in CAPTIONS:
+            raise ValueError(f"captions must be one of {CAPTIONS}, not {captions!r}")
+        if size < 1 or not 0 <= test_fraction < 1 or not 0 <= probe_fraction < 1:
+            raise ValueError("size must be >= 1 and the fractions in [0, 1)")
+        self.size, self.captions, self.n_keywords = size, captions, n_keywords
+        self.test_fraction, self.probe_fraction, self.seed = test_fraction, probe_fraction, seed
+        self.language, self.names, self.renderer = language, names, renderer
+        self.cache = NpmCache(cache_dir, npm)
+
+    # -- the protocol
+
+    def train(self, domain: str) -> list[Pair]:
+        return self._pairs(domain, "train")
+
+    def probe(self, domain: str) -> list[Pair]:
+        return self._pairs(domain, "probe")
+
+    def test(self, domain: str) -> list[Pair]:
+        """The held-out concepts in this style: never trained on in any style."""
+        return self._pairs(domain, "test")
+
+    def validation(self, domain: str, fraction: float = 0.1) -> list[Pair]:
+        """A hash-chosen slice of train (never probe or test) for tuning."""
+        return [p for p in self.train(domain) if id_fraction(p.id, "validation:") < fraction]
+
+    def is_test_concept(self, key: str) -> bool:
+        salt = "emoji-test:" if self.seed is None else f"emoji-test:{self.seed}:"
+        return id_fraction(key, salt) < self.test_fraction
+
+    def info(self) -> dict:
+        names_tgz = self.cache.tarball(self.names.package, self.names.version)
+        names_integrity = self._integrity(self.names.package, self.names.version)
+        return {
+            "name": self.name,
+            "domains": list(self.domains),
+            "styles": {s.name: self._style_info(s) for s in self.styles},
+            "names": {"package": self.names.package, "version": self.names.version,
+                      "license": _license(names_tgz), "integrity": names_integrity,
+                      "language": self.language},  # fmt: skip
+            "concepts": len(self.concepts),
+            "test_concepts": sum(map(self.is_test_concept, self.concepts)),
+            "counts": {d: {k: len(v) for k, v in self._splits[d].items()} for d in self.domains},
+            "size": self.size,
+            "captions": self.captions,
+            "n_keywords": self.n_keywords,
+            "test_fraction": self.test_fraction,
+            "probe_fraction": self.probe_fraction,
+            "seed": self.seed,
+            "cache_dir": str(self.cache.root),
+        }
+
+    # -- building
+
+    @cached_property
+    def all_concepts(self) -> dict[str, Concept]:
+        """Every emojibase emoji, whether or not the styles draw it."""
+        return load_concepts(self.cache.tarball(self.names.package, self.names.version), self.language)
+
+    @cached_property
+    def rendered(self) -> dict[str, tuple[dict[str, bytes], dict]]:
+        """style -> (concept key -> PNG bytes, metadata), rendered once and cached on disk."""
+        return {s.name: self._render(s) for s in self.styles}
+
+    @property
+    def images(self) -> dict[str, dict[str, bytes]]:
+        return {d: images for d, (images, _) in self.rendered.items()}
+
+    @cached_property
+    def concepts(self) -> dict[str, Concept]:
+        """The concepts every selected style draws, in emojibase order."""
+        images = self.images
+        return {k: c for k, c in self.all_concepts.items() if all(k in images[d] for d in self.domains)}
+
+    @cached_property
+    def _splits(self) -> dict[str, dict[str, list[Pair]]]:
+        return {d: self._split(d) for d in self.domains}
+
+    def _split(self, domain: str) -> dict[str, list[Pair]]:
+        splits: dict[str, list[Pair]] = {"train": [], "probe": [], "test": []}
+        for key, concept in self.concepts.items():
+            pair = self._pair(domain, concept)
+            if self.is_test_concept(key):
+                splits["test"].append(pair)
+            else:
+                splits[split_of(pair.id, self.probe_fraction)].append(pair)
+        return splits
+
+    def _pair(self, domain: str, concept: Concept) -> Pair:
+        meta = {"concept": concept.key, "name": concept.name, "category": concept.category,
+                "subcategory": concept.subcategory, "style": domain}  # fmt: skip
+        text = caption(concept, self.captions, self.n_keywords)
+        return Pair(f"{domain}:{concept.key}", text, self.rendered[domain][0][concept.key], domain, meta)
+
+    def _render(self, style: Style) -> tuple[dict[str, bytes], dict]:
+        tgz = self.cache.tarball(style.package, style.version)
+        renderer = "pil" if style.kind == "png" else pick_renderer(self.renderer)
+        integrity = self._integrity(style.package, style.version)
+        path = render_cache_path(self.cache.root, style, integrity, self.names, self.size, renderer)
+        if path.exists():
+            return load_rendered(path)
+        if style.kind == "png":
+            images, meta = png_images(tgz, style, self.all_concepts, self.size)
+        elif style.kind == "iconify":
+            images, meta = iconify_images(tgz, self.all_concepts, self.size, renderer)
+        else:
+            raise ValueError(f"style {style.name}: unknown kind {style.kind!r}")
+        meta.update(license=_license(tgz), available=len(images))
+        save_rendered(path, images, meta)
+        return images, meta
+
+    def _style_info(self, style: Style) -> dict:
+        meta = self.rendered[style.name][1]
+        return {"package": style.package, "version": style.version, "kind": style.kind,
+                "license": meta["license"], "art_license": style.art_license or meta["license"],
+                "integrity": self._integrity(style.package, style.version),
+                "available": meta["available"], "matched_by": meta["matched_by"]}  # fmt: skip
+
+    def _integrity(self, package: str, version: str) -> str:
+        return self.cache.lock()[f"{package}@{version}"]["integrity"]
+
+    def _pairs(self, domain: str, split: str) -> list[Pair]:
+        if domain not in self.domains:
+            raise KeyError(f"unknown domain {domain!r}; domains: {self.domains}")
+        return self._splits[domain][split]
+
+
+def _style(name: str) -> Style:
+    if name not in STYLES:
+        raise ValueError(f"unknown emoji style {name!r}; known: {', '.join(STYLES)}")
+    return STYLES[name]
+
+
+def _license(tgz: Path) -> str:
+    package = read_json(tgz, ["package.json"]).get("package.json", {})
+    return str(package.get("license", "UNKNOWN"))
+
+
+def emoji_stream(preset: str = "google-twemoji-fluent", **kw) -> EmojiDataset:
+    """The emoji styles stream: google -> twitter (Twemoji) -> fluent by default."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown emoji preset {preset!r}; known: {', '.join(PRESETS)}")
+    if "styles" in kw:
+        raise ValueError("give either a preset or styles (use EmojiDataset(styles=...))")
+    return EmojiDataset(styles=PRESETS[preset], **kw)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -67,6 +69,82 @@ def simulate(
     out.write_text(json.dumps(result, indent=1))
     typer.echo(table(result))
     typer.echo(f"wrote {out}")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000), verbose: bool = typer.Option(False)):
+    """Serve the REST API (ingest, search, phases, snapshots, recall, drift, health, metrics)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    setup_logging(verbose)
+    uvicorn.run(create_app(Settings()), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def consumer(verbose: bool = typer.Option(False)):
+    """Consume pairs from Kafka into fsynced phase buffers (one member of the consumer group)."""
+    from service.consumer import run
+    from service.settings import Settings
+
+    setup_logging(verbose)
+    run(Settings(), _stop_on_signals())
+
+
+@app.command()
+def trainer(verbose: bool = typer.Option(False)):
+    """Train one snapshot per sealed phase (teacher = the serving snapshot)."""
+    from service.settings import Settings
+    from service.workers import run_trainer
+
+    setup_logging(verbose)
+    run_trainer(Settings(), _stop_on_signals())
+
+
+@app.command()
+def indexer(verbose: bool = typer.Option(False)):
+    """Re-embed the gallery per serving snapshot into a FAISS index; add new pairs in segments."""
+    from service.settings import Settings
+    from service.workers import run_indexer
+
+    setup_logging(verbose)
+    run_indexer(Settings(), _stop_on_signals())
+
+
+@app.command()
+def up(
+    port: int = typer.Option(8000, help="API port"),
+    data_dir: Optional[Path] = typer.Option(None, help="default: MODX_DATA_DIR or ./data"),
+    verbose: bool = typer.Option(False),
+):
+    """Embedded stack: Tansu broker + private redis-server (unless MODX_REDIS_URL) + API + workers."""
+    from service.stack import run_stack
+
+    setup_logging(verbose)
+    run_stack(port=port, data_dir=data_dir, stop=_stop_on_signals(), verbose=verbose)
+
+
+@app.command()
+def demo(
+    url: str = typer.Option("http://127.0.0.1:8000", help="the API of a running stack (modx up)"),
+    phases: int = typer.Option(3, help="synthetic domains to stream, one phase each"),
+    pairs: int = typer.Option(300, help="pairs per phase"),
+    timeout: float = typer.Option(900, help="seconds to wait for each snapshot and index"),
+):
+    """Stream the synthetic domains through the REST API and watch the model learn and forget."""
+    from service.demo import run_demo
+
+    setup_logging(False)
+    run_demo(url, phases=phases, pairs_per_phase=pairs, timeout_s=timeout)
 
 
 if __name__ == "__main__":

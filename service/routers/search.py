@@ -6,10 +6,12 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field, model_validator
 
 from service import metrics
+from service.deps import get_limits, get_serving
+from service.errors import api_error
 from service.serving import ServingState
 from service.validation import Limits, PairError, check_image, decode_base64
 from trainer.embed import encode_images
@@ -44,14 +46,6 @@ class SearchResponse(BaseModel):
     results: list[Hit]
 
 
-def get_serving(request: Request) -> ServingState:
-    return request.app.state.serving
-
-
-def get_limits(request: Request) -> Limits:
-    return Limits.from_settings(request.app.state.settings)
-
-
 def encode_query(serving, req: SearchRequest, limits: Limits) -> np.ndarray:
     model, preprocess, tokenizer = serving.model
     if req.text is not None:
@@ -70,7 +64,7 @@ def search(req: SearchRequest, state: ServingState = Depends(get_serving), limit
     try:
         serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
     except LookupError:
-        raise HTTPException(503, {"error": "no index is loaded yet: wait for the first snapshot and index"})
+        raise api_error(503, "not_ready", "no index is loaded yet: wait for the first snapshot and its index")
     query = encode_query(serving, req, limits)
     wanted = req.filter or {}
     filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from service.atomic import read_json
+from service.deps import get_registry, get_settings
 from service.registry import Registry
+from service.settings import Settings
 from service.training import DRIFT_FILE, RECALL_FILE, snapshot_dir
 
 router = APIRouter(tags=["snapshots"])
 
 
-def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
-
-
-def get_data_dir(request: Request) -> Path:
-    return Path(request.app.state.settings.data_dir)
+def get_data_dir(settings: Settings = Depends(get_settings)) -> Path:
+    return Path(settings.data_dir)
 
 
 @router.get("/v1/snapshots")

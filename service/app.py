@@ -1,0 +1,53 @@
+"""The FastAPI application factory.
+
+    app = create_app(settings)                       # the default routers
+    app = create_app(settings, routers=[*ROUTERS, search.router])
+
+Everything a router needs is on `app.state` (settings, registry, ingestor) and reaches it
+through the dependencies in `service.deps`.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager
+from typing import Sequence
+
+from fastapi import APIRouter, FastAPI
+
+from service.body_limit import BodyLimit
+from service.errors import install_error_handlers
+from service.ingest import Ingestor
+from service.registry import Registry
+from service.routers import health, images, pairs, phases, search, snapshots
+from service.serving import ServingState
+from service.settings import Settings, get_settings
+
+ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.router, search.router, snapshots.router]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    stop = threading.Event()
+    poller = threading.Thread(target=app.state.serving.run, args=(stop,), name="serving-poller", daemon=True)
+    poller.start()
+    yield
+    stop.set()
+    poller.join(timeout=10)
+    app.state.ingestor.close()
+    app.state.registry.close()
+
+
+def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="modx", version="0.1.0", lifespan=lifespan,
+                  description="Streaming continual CLIP training (Mod-X) and text-to-image search")  # fmt: skip
+    app.state.settings = settings
+    app.state.registry = Registry.from_url(settings.redis_url)
+    app.state.ingestor = Ingestor(settings)
+    app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    for router in ROUTERS if routers is None else routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,430 @@
+"""Phase buffers on disk: the consumer appends pairs, seals phases; workers read them.
+
+    data/images/<id[:2]>/<id>            image bytes, written (atomically) before the record
+    data/phases/<n:06d>/pairs.jsonl      one record per line, appended then fsynced
+    data/phases/<n:06d>/manifest.json    written atomically at seal: present <=> sealed
+    data/phases/<n:06d>/status.json      training / trained / failed (the trainer worker)
+
+Phases are numbered from 1. The open phase is the highest-numbered one without a
+manifest; its directory is created with its first pair. Exactly one process writes (a
+`PhaseBuffer`, holding an exclusive lock); any number read with the functions below, which
+only ever look at complete lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from trainer.data import Pair, split_of
+
+from service.atomic import fsync_dir, make_dirs, read_json, write_bytes_atomic, write_json_atomic
+from service.settings import Settings
+from service.validation import ID_PATTERN, ValidPair, sniff_content_type
+
+log = logging.getLogger("modx.buffer")
+
+PHASES, IMAGES = "phases", "images"
+PAIRS_FILE, MANIFEST_FILE, STATUS_FILE, LOCK_FILE = "pairs.jsonl", "manifest.json", "status.json", ".writer.lock"
+PHASE_RE = re.compile(r"\d{6}")
+STATUSES = ("open", "sealed", "training", "trained", "failed")
+
+
+# ---------------------------------------------------------------- names and records
+
+
+def phase_dir(data_dir: str | Path, phase: int) -> Path:
+    return Path(data_dir) / PHASES / f"{phase:06d}"
+
+
+def image_relpath(pair_id: str) -> str:
+    return f"{IMAGES}/{pair_id[:2]}/{pair_id}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def epoch(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of pairs.jsonl."""
+
+    id: str
+    text: str
+    split: str
+    content_type: str
+    image: str  # path relative to the data directory
+    metadata: dict = field(default_factory=dict)
+    partition: int | None = None
+    offset: int | None = None
+    received_at: str | None = None
+    written_at: str | None = None
+
+    def line(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, line: bytes) -> "Record":
+        """The record on a complete line; ValueError/TypeError/KeyError when it is not one."""
+        data = json.loads(line)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class BufferedPair(Pair):
+    """A `trainer.data.Pair` read back from a phase buffer, with where it came from."""
+
+    split: str = "train"
+    phase: int = 0
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A validated pair on its way into the buffer, with its Kafka position."""
+
+    pair: ValidPair
+    partition: int | None = None
+    offset: int | None = None
+    received_at: str | None = None
+
+
+@dataclass
+class PhaseInfo:
+    phase: int
+    status: str
+    n_train: int
+    n_probe: int
+    opened: str | None = None
+    sealed: str | None = None
+    manifest: dict | None = None
+    status_record: dict | None = None
+
+    @property
+    def n(self) -> int:
+        return self.n_train + self.n_probe
+
+    def to_dict(self) -> dict:
+        extra = {k: v for k, v in (self.status_record or {}).items() if k not in ("phase", "status")}
+        return {"phase": self.phase, "status": self.status, "n": self.n, "n_train": self.n_train,
+                "n_probe": self.n_probe, "opened": self.opened, "sealed": self.sealed,
+                "reason": (self.manifest or {}).get("reason"), **extra}  # fmt: skip
+
+
+# ---------------------------------------------------------------- readers
+
+
+def phase_numbers(data_dir: str | Path) -> list[int]:
+    try:
+        names = os.listdir(Path(data_dir) / PHASES)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if PHASE_RE.fullmatch(n))
+
+
+def read_manifest(data_dir: str | Path, phase: int) -> dict | None:
+    return read_json(phase_dir(data_dir, phase) / MANIFEST_FILE)
+
+
+def complete_lines(data: bytes) -> Iterator[tuple[int, Record]]:
+    """(end offset, record) of each valid line, stopping at the first torn or corrupt one."""
+    start = 0
+    while (end := data.find(b"\n", start)) >= 0:
+        try:
+            record = Record.parse(data[start:end])
+        except (ValueError, TypeError, KeyError):
+            return
+        start = end + 1
+        yield start, record
+
+
+def read_records(data_dir: str | Path, phase: int) -> list[Record]:
+    """The records of a phase; for a sealed phase exactly those its manifest counted."""
+    path = phase_dir(data_dir, phase) / PAIRS_FILE
+    manifest = read_manifest(data_dir, phase)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    if manifest is not None:
+        data = data[: manifest["bytes"]]
+    return [r for _, r in complete_lines(data)]
+
+
+def phase_info(data_dir: str | Path, phase: int) -> PhaseInfo:
+    manifest = read_manifest(data_dir, phase)
+    status = read_json(phase_dir(data_dir, phase) / STATUS_FILE)
+    if manifest is not None:
+        state = (status or {}).get("status", "sealed")
+        return PhaseInfo(phase, state, manifest["n_train"], manifest["n_probe"], manifest.get("opened"),
+                         manifest.get("sealed"), manifest, status)  # fmt: skip
+    records = read_records(data_dir, phase)
+    n_probe = sum(r.split == "probe" for r in records)
+    opened = records[0].written_at if records else None
+    return PhaseInfo(phase, "open", len(records) - n_probe, n_probe, opened)
+
+
+def list_phases(data_dir: str | Path) -> list[PhaseInfo]:
+    return [phase_info(data_dir, n) for n in phase_numbers(data_dir)]
+
+
+def sealed_phases(data_dir: str | Path) -> list[int]:
+    return [n for n in phase_numbers(data_dir) if read_manifest(data_dir, n) is not None]
+
+
+def load_pair(data_dir: str | Path, record: Record, phase: int) -> BufferedPair:
+    image = (Path(data_dir) / record.image).read_bytes()
+    return BufferedPair(record.id, record.text, image, domain=f"phase-{phase:06d}", metadata=record.metadata,
+                        split=record.split, phase=phase, content_type=record.content_type)  # fmt: skip
+
+
+def iter_phase(data_dir: str | Path, phase: int, split: str | None = None) -> Iterator[BufferedPair]:
+    """The pairs of one phase (images loaded), optionally only one split."""
+    for record in read_records(data_dir, phase):
+        if split is None or record.split == split:
+            yield load_pair(data_dir, record, phase)
+
+
+def phase_pairs(data_dir: str | Path, phase: int, split: str | None = None) -> list[BufferedPair]:
+    return list(iter_phase(data_dir, phase, split))
+
+
+def iter_gallery(data_dir: str | Path, split: str | None = None) -> Iterator[BufferedPair]:
+    """Every pair written so far, phase by phase, the open phase included."""
+    for phase in phase_numbers(data_dir):
+        yield from iter_phase(data_dir, phase, split)
+
+
+def read_image(data_dir: str | Path, pair_id: str) -> tuple[bytes, str]:
+    """(bytes, content type) of a pair's image; FileNotFoundError when there is none."""
+    if not ID_PATTERN.fullmatch(pair_id) or pair_id.startswith("."):
+        raise FileNotFoundError(f"no image for id {pair_id!r}")
+    data = (Path(data_dir) / image_relpath(pair_id)).read_bytes()
+    return data, sniff_content_type(data) or "application/octet-stream"
+
+
+def write_phase_status(data_dir: str | Path, phase: int, status: str, **extra) -> dict:
+    """Record a sealed phase's training status (atomic); returns the record written."""
+    if status not in STATUSES[2:]:
+        raise ValueError(f"status must be one of {STATUSES[2:]}, got {status!r}")
+    if read_manifest(data_dir, phase) is None:
+        raise ValueError(f"phase {phase} is not sealed")
+    record = {"phase": phase, "status": status, "updated": utc_now(), **extra}
+    write_json_atomic(phase_dir(data_dir, phase) / STATUS_FILE, record)
+    return record
+
+
+# ---------------------------------------------------------------- the writer
+
+
+class BufferLocked(RuntimeError):
+    """Another process is writing this data directory's phase buffers."""
+
+
+@dataclass
+class AppendResult:
+    written: list[Record] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    sealed: list[dict] = field(default_factory=list)  # manifests of phases sealed on the way
+
+
+class PhaseBuffer:
+    """The single writer of the phase buffers: append (fsynced, de-duplicated), seal."""
+
+    def __init__(self, data_dir: str | Path, *, phase_size: int, phase_max_age_s: float, probe_fraction: float):
+        self.data_dir = Path(data_dir)
+        self.phase_size, self.phase_max_age_s, self.probe_fraction = phase_size, phase_max_age_s, probe_fraction
+        make_dirs(self.data_dir / PHASES)
+        self._lock_fd = self._lock()
+        self._file = None
+        self._dirty_dirs: set[Path] = set()
+        self.known: set[str] = set()
+        self._recover()
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "PhaseBuffer":
+        return cls(s.data_dir, phase_size=s.phase_size, phase_max_age_s=s.phase_max_age_s,
+                   probe_fraction=s.probe_fraction)  # fmt: skip
+
+    # -- lifecycle
+
+    def _lock(self) -> int:
+        fd = os.open(self.data_dir / PHASES / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BufferLocked(f"another process writes the phase buffers in {self.data_dir}") from None
+        return fd
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def __enter__(self) -> "PhaseBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _recover(self) -> None:
+        """Known ids from every phase; the open phase's torn tail cut off."""
+        numbers = phase_numbers(self.data_dir)
+        for n in numbers:
+            self.known.update(r.id for r in read_records(self.data_dir, n))
+        last = numbers[-1] if numbers else 0
+        if last and read_manifest(self.data_dir, last) is None:
+            self.phase = last
+            self._repair_tail()
+        else:
+            self.phase = last + 1
+        self._count_open()
+
+    def _repair_tail(self) -> None:
+        path = phase_dir(self.data_dir, self.phase) / PAIRS_FILE
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        good = max((end for end, _ in complete_lines(data)), default=0)
+        if good < len(data):
+            log.warning("phase %d: cutting %d bytes of a torn last record", self.phase, len(data) - good)
+            with open(path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+
+    def _count_open(self) -> None:
+        records = read_records(self.data_dir, self.phase)
+        self.n_probe = sum(r.split == "probe" for r in records)
+        self.n_train = len(records) - self.n_probe
+        self.opened = records[0].written_at if records else None
+
+    # -- state
+
+    @property
+    def n_open(self) -> int:
+        return self.n_train + self.n_probe
+
+    def __contains__(self, pair_id: str) -> bool:
+        return pair_id in self.known
+
+    def open_info(self) -> PhaseInfo:
+        return PhaseInfo(self.phase, "open", self.n_train, self.n_probe, self.opened)
+
+    def seal_due(self, now: float | None = None) -> str | None:
+        """'size' or 'age' when the open phase should be sealed now, else None."""
+        if self.n_open >= self.phase_size:
+            return "size"
+        opened = epoch(self.opened)
+        if opened is not None and (now or time.time()) - opened >= self.phase_max_age_s:
+            return "age"
+        return None
+
+    # -- append
+
+    def append(self, batch: Sequence[Incoming]) -> AppendResult:
+        """Write the new pairs of `batch` durably (images, then records, then fsync).
+
+        Pairs whose id is already in any phase (or earlier in the batch) are dropped. The
+        open phase is sealed whenever it reaches `phase_size`. When this returns, every
+        written record is on disk.
+        """
+        result, fresh, seen = AppendResult(), [], set()
+        for item in batch:
+            if item.pair.id in self.known or item.pair.id in seen:
+                result.duplicates.append(item.pair.id)
+                continue
+            seen.add(item.pair.id)
+            fresh.append(item)
+        for item in fresh:
+            self._write_image(item.pair)
+        self._sync_dirs()
+        for item in fresh:
+            result.written.append(self._write_record(item))
+            if self.n_open >= self.phase_size:
+                result.sealed.append(self.seal("size"))
+        self._sync()
+        return result
+
+    def _write_image(self, pair: ValidPair) -> None:
+        path = self.data_dir / image_relpath(pair.id)
+        make_dirs(path.parent)
+        write_bytes_atomic(path, pair.image, sync_dir=False)
+        self._dirty_dirs.add(path.parent)
+
+    def _sync_dirs(self) -> None:
+        for d in self._dirty_dirs:
+            fsync_dir(d)
+        self._dirty_dirs.clear()
+
+    def _open_file(self):
+        if self._file is None:
+            directory = phase_dir(self.data_dir, self.phase)
+            make_dirs(directory)
+            self._file = open(directory / PAIRS_FILE, "ab")
+            fsync_dir(directory)
+        return self._file
+
+    def _write_record(self, item: Incoming) -> Record:
+        pair = item.pair
+        record = Record(pair.id, pair.text, split_of(pair.id, self.probe_fraction), pair.content_type,
+                        image_relpath(pair.id), pair.metadata, item.partition, item.offset, item.received_at,
+                        utc_now())  # fmt: skip
+        self._open_file().write(record.line())
+        self.known.add(pair.id)
+        if record.split == "probe":
+            self.n_probe += 1
+        else:
+            self.n_train += 1
+        self.opened = self.opened or record.written_at
+        return record
+
+    def _sync(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    # -- seal
+
+    def seal(self, reason: str = "request") -> dict | None:
+        """Seal the open phase (manifest written atomically) and move on; None if it is empty."""
+        if self.n_open == 0:
+            return None
+        self._sync()
+        directory = phase_dir(self.data_dir, self.phase)
+        manifest = {
+            "format": 1,
+            "phase": self.phase,
+            "n": self.n_open,
+            "n_train": self.n_train,
+            "n_probe": self.n_probe,
+            "probe_fraction": self.probe_fraction,
+            "opened": self.opened,
+            "sealed": utc_now(),
+            "reason": reason,
+            "bytes": (directory / PAIRS_FILE).stat().st_size,
+        }
+        write_json_atomic(directory / MANIFEST_FILE, manifest)
+        log.info("sealed phase %d: %d train + %d probe pairs (%s)", self.phase, self.n_train, self.n_probe, reason)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.phase += 1
+        self.n_train = self.n_probe = 0
+        self.opened = None
+        return manifest

@@ -1,0 +1,103 @@
+"""`modx demo`: stream the synthetic domains through the REST API of a running stack.
+
+One domain per phase: post its pairs, seal the phase, wait for the snapshot and its index,
+print the recall table (rows snapshots, columns phase probes), then run a few searches.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+
+from trainer.datasets.synthetic import SyntheticDataset
+
+QUERIES = ("a large red circle at the top left", "a small blue star at the center", "a large yellow square at the bottom right")
+
+
+def post_pairs(client: httpx.Client, pairs, batch: int = 64) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in range(0, len(pairs), batch):
+        body = {"pairs": [{"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(),
+                           "metadata": {"domain": p.domain}} for p in pairs[i : i + batch]]}  # fmt: skip
+        r = client.post("/v1/pairs", json=body)
+        r.raise_for_status()
+        for item in r.json()["accepted"]:
+            counts[item["status"]] = counts.get(item["status"], 0) + 1
+    return counts
+
+
+def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every_s)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f}s")
+
+
+def recall_table(recall: dict) -> str:
+    rows = recall["snapshots"]
+    probes = sorted({p for r in rows for p in r["recall"]}, key=int)
+    lines = ["snapshot  status     " + "".join(f"{'phase ' + p:>16}" for p in probes),
+             "                     " + "".join(f"{'R@1 i2t/t2i':>16}" for _ in probes)]  # fmt: skip
+    for r in rows:
+        cells = "".join(
+            f"{r['recall'][p]['i2t']['r1']:>8.2f}/{r['recall'][p]['t2i']['r1']:<7.2f}" if p in r["recall"] else f"{'-':>16}"
+            for p in probes
+        )
+        lines.append(f"v{r['snapshot']:<8} {r['status']:<10}{cells}")
+    return "\n".join(lines)
+
+
+def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: float = 900) -> None:
+    data = SyntheticDataset(n_domains=phases, pairs_per_domain=pairs_per_phase, seed=0)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        print(f"modx demo against {url}: {phases} phases of {pairs_per_phase} synthetic pairs")
+        for domain in data.domains:
+            pairs = data.generate(domain)
+            t0 = time.monotonic()
+            counts = post_pairs(client, pairs)
+            print(f"\n[{domain}] posted {len(pairs)} pairs {counts} in {time.monotonic() - t0:.1f}s")
+            phase = wait_for("the consumer to buffer the pairs", lambda: _seal_when_buffered(client, len(pairs)), 120)
+            info = next(p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase)
+            print(f"[{domain}] sealed phase {phase}: {info['n_train']} train / {info['n_probe']} probe pairs")
+            t0 = time.monotonic()
+            snap = wait_for(f"snapshot {phase}", lambda: _snapshot(client, phase), timeout_s)
+            print(f"[{domain}] snapshot v{phase} {snap['status']} after {time.monotonic() - t0:.0f}s "
+                  f"(method {snap.get('method')}, recipe {snap.get('recipe')})")  # fmt: skip
+            if snap["status"] == "serving":
+                wait_for(f"index {phase}", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == phase, timeout_s)
+                print(f"[{domain}] index v{phase} serving after {time.monotonic() - t0:.0f}s")
+            print(recall_table(client.get("/v1/recall").json()))
+        drift = client.get("/v1/drift").json()["transitions"]
+        print("\ndrift (mean degrees): transition  RAM image / text   SAM change image / text")
+        for d in drift:
+            print(f"  v{d['from']} -> v{d['to']}   {d['ram']['image']['mean']:6.1f} / {d['ram']['text']['mean']:<6.1f}"
+                  f"    {d['sam_change']['image']['mean']:6.1f} / {d['sam_change']['text']['mean']:.1f}")  # fmt: skip
+        print("\nsearches:")
+        for q in QUERIES:
+            r = client.post("/v1/search", json={"text": q, "k": 3}).json()
+            print(f"  {q!r} (snapshot v{r['snapshot']}, index v{r['index']})")
+            for hit in r["results"]:
+                print(f"     {hit['score']:.3f}  {hit['id']}  {hit['text']}")
+
+
+def _seal_when_buffered(client: httpx.Client, n: int) -> int | None:
+    """Seal the open phase once it holds the `n` pairs just posted; its number."""
+    phases = client.get("/v1/phases").json()["phases"]
+    open_phase = next((p for p in phases if p["status"] == "open"), None)
+    if open_phase is None or open_phase["n"] < n:
+        return None
+    r = client.post("/v1/phases/seal")
+    r.raise_for_status()
+    return r.json().get("phase")
+
+
+def _snapshot(client: httpx.Client, version: int) -> dict | None:
+    for s in client.get("/v1/snapshots").json()["snapshots"]:
+        if s["version"] == version and s.get("status") in ("serving", "rejected"):
+            return s
+    return None

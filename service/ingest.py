@@ -1,0 +1,138 @@
+"""The Kafka side of ingest: pair <-> message, the producer, topic creation.
+
+A message is keyed by the pair id (utf-8) and its value is JSON
+`{"id", "text", "image": base64, "content_type", "metadata", "received_at"}`.
+`produce_batch` returns only once Kafka acknowledged every message (acks=all), so an
+API answer of 2xx means the pairs are in Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Sequence
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from service.settings import Settings
+from service.validation import ValidPair
+
+log = logging.getLogger("modx.ingest")
+
+
+class ProduceError(RuntimeError):
+    """Kafka did not acknowledge every message of a batch."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def encode_value(pair: ValidPair, received_at: str | None = None) -> bytes:
+    return json.dumps({
+        "id": pair.id,
+        "text": pair.text,
+        "image": base64.b64encode(pair.image).decode("ascii"),
+        "content_type": pair.content_type,
+        "metadata": pair.metadata,
+        "received_at": received_at or now_iso(),
+    }, separators=(",", ":")).encode()  # fmt: skip
+
+
+def max_message_bytes(settings: Settings) -> int:
+    """Room for the largest valid pair: base64 image + text + metadata + envelope."""
+    return settings.max_image_bytes * 4 // 3 + 4 * settings.max_text_chars + settings.max_metadata_bytes + 64 * 1024
+
+
+def make_producer(settings: Settings, **overrides) -> KafkaProducer:
+    timeout_ms = int(settings.produce_timeout_s * 1000)
+    config = dict(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=max_message_bytes(settings),
+        bootstrap_timeout_ms=timeout_ms,
+        max_block_ms=timeout_ms,
+        request_timeout_ms=timeout_ms,
+        delivery_timeout_ms=timeout_ms + 5,
+    )
+    return KafkaProducer(**{**config, **overrides})
+
+
+def produce_batch(producer: KafkaProducer, topic: str, pairs: Sequence[ValidPair], timeout_s: float = 30.0) -> list:
+    """Send every pair and wait for all acks; raise ProduceError if any send failed.
+
+    Kafka has no all-or-nothing across messages here: after a failure some pairs may be in
+    Kafka. Clients retry with the same ids and the consumer drops the repeats.
+    """
+    received_at = now_iso()
+    try:
+        futures = [producer.send(topic, key=p.id.encode(), value=encode_value(p, received_at)) for p in pairs]
+        producer.flush(timeout=timeout_s)
+    except KafkaError as e:  # no metadata within max_block_ms, buffer full, flush timeout
+        raise ProduceError(f"Kafka did not take the batch: {e!r}") from e
+    failures, metadata = [], []
+    for pair, fut in zip(pairs, futures):
+        try:
+            metadata.append(fut.get(timeout=timeout_s))
+        except Exception as e:  # KafkaError, KafkaTimeoutError
+            failures.append(f"{pair.id}: {e!r}")
+    if failures:
+        raise ProduceError(f"Kafka did not acknowledge {len(failures)} of {len(pairs)} pairs: {failures[:3]}")
+    return metadata
+
+
+def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet (replication 1: a local broker)."""
+    timeout_ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
+                             bootstrap_timeout_ms=timeout_ms)  # fmt: skip
+    try:
+        missing = [t for t in topics if t not in set(admin.list_topics())]
+        for topic in missing:
+            try:
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+                log.info("created topic %s with %d partitions", topic, partitions)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class Ingestor:
+    """What the API produces through: one lazily connected producer per process.
+
+    Connecting on first use (not at construction) lets the API start, and refuse bad input
+    with a 4xx, while Kafka is still down.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    try:
+                        self._producer = make_producer(self.settings)
+                    except KafkaError as e:
+                        raise ProduceError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {e}") from e
+        return self._producer
+
+    def send(self, pairs: Sequence[ValidPair]) -> list:
+        if not pairs:
+            return []
+        return produce_batch(self.producer, self.settings.topic, pairs, self.settings.produce_timeout_s)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=min(5.0, self.settings.produce_timeout_s))
+            self._producer = None

@@ -1,0 +1,84 @@
+"""All configuration in one place: a pydantic-settings class read from `MODX_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `MODX_<NAME>` in the environment overrides the default."""
+
+    model_config = SettingsConfigDict(env_prefix="MODX_", extra="ignore")
+
+    # where things live
+    data_dir: Path = Path("data")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Kafka
+    topic: str = "modx.pairs"
+    dlq_topic: str = "modx.pairs.dlq"
+    topic_partitions: int = Field(1, ge=1, description="partitions when modx creates the topics")
+    consumer_group: str = "modx-consumer"
+    consumer_poll_ms: int = Field(500, ge=10, description="longest wait of one poll; seal requests are seen this often")
+    consumer_max_records: int = Field(256, ge=1, description="most messages handled (and fsynced) per batch")
+    consumer_session_timeout_ms: int = Field(10_000, ge=1000)
+    consumer_max_poll_interval_ms: int = Field(60_000, ge=1000, description="also the group's rebalance timeout")
+    produce_timeout_s: float = Field(30.0, gt=0, description="how long a POST waits for Kafka's acks")
+
+    # phases
+    phase_size: int = Field(1000, ge=1, description="seal the open phase at this many pairs")
+    phase_max_age_s: float = Field(24 * 3600.0, gt=0, description="seal a non-empty open phase this old")
+    probe_fraction: float = Field(0.1, ge=0.0, le=1.0, description="held-out slice of every phase (hash of id)")
+    seal_wait_s: float = Field(5.0, ge=0, description="how long POST /v1/phases/seal waits for the consumer")
+
+    # limits on posted pairs
+    max_pairs_per_request: int = Field(256, ge=1)
+    max_request_bytes: int = Field(64 * MiB, ge=1024, description="whole request body")
+    max_image_bytes: int = Field(4 * MiB, ge=1)
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="width*height, read from the header before decoding")
+    max_text_chars: int = Field(1000, ge=1)
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="metadata as compact JSON")
+
+    # learning (used by the workers)
+    model: str = "modx-tiny"
+    pretrained: str | None = None
+    method: str = "modx"
+    device: str = "cpu"
+    reindex: Literal["full", "keep"] = Field("full", description="keep: never re-embed; search stays on the old index's snapshot")
+    seed: int = 0
+    compile: bool = Field(False, description="torch.compile the student (GPU hosts)")
+
+    # the training recipe of the trainer worker (best measured on the synthetic stream's
+    # validation runs: the logit-scaled Mod-X with a quarter of older pairs replayed; see README)
+    train_epochs: int = Field(10, ge=1)
+    train_batch_size: int = Field(64, ge=2)
+    train_lr: float = Field(5e-4, gt=0)
+    train_warmup_steps: int = Field(10, ge=0)
+    alpha: float = Field(1.0, ge=0)
+    temperature: float = Field(0.05, gt=0)
+    kl_reduction: Literal["sum", "mean"] = "sum"
+    replay_fraction: float = Field(0.25, ge=0, description="older pairs mixed in per new pair")
+    replay_policy: Literal["uniform", "balanced", "reservoir"] = "uniform"
+    merge: float = Field(0.0, ge=0, le=1, description="WiSE-FT weight of the parent after each phase")
+    guard_max_drop: float | None = Field(None, ge=0, description="reject a snapshot whose mean old-probe R@1 drops more")
+    worker_poll_s: float = Field(1.0, gt=0)
+
+    # the indexer
+    index_kind: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = "auto"
+    index_flat_max: int = Field(200_000, ge=1, description="auto: exact search up to this many vectors")
+    index_poll_s: float = Field(1.0, gt=0, description="how often new pairs are embedded into a segment")
+    embed_batch_size: int = Field(256, ge=1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (from the environment); tests pass their own instead."""
+    return Settings()

@@ -1,0 +1,62 @@
+"""Real servers for the service tests: a Tansu Kafka broker and a private redis-server,
+each started once per session on a free port (service.infra), never mocked."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from service import infra
+from service.ingest import ensure_topics
+from service.settings import Settings
+from tests.helpers import make_png
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory) -> str:
+    """Bootstrap address of a Tansu broker (in-memory storage)."""
+    with infra.kafka_broker(log_dir=tmp_path_factory.mktemp("tansu")) as server:
+        yield server.address
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> str:
+    """URL of a private redis-server (no persistence)."""
+    with infra.redis_server(log_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server.address
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(tmp_path, kafka, redis_server, redis_client) -> Settings:
+    """Settings for one test: its own topics, consumer group, data dir, and an empty Redis."""
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(
+        data_dir=tmp_path / "data",
+        kafka_bootstrap=kafka,
+        redis_url=redis_server,
+        topic=f"pairs-{tag}",
+        dlq_topic=f"pairs-{tag}.dlq",
+        consumer_group=f"consumer-{tag}",
+        consumer_poll_ms=100,
+        consumer_session_timeout_ms=2000,
+        consumer_max_poll_interval_ms=5000,
+        seal_wait_s=10,
+        phase_size=1000,
+    )
+    ensure_topics(kafka, [s.topic, s.dlq_topic], s.topic_partitions)
+    return s
+
+
+@pytest.fixture
+def png() -> bytes:
+    return make_png()

@@ -1,0 +1,139 @@
+"""Test helpers: tiny images (good and bad), reading a topic, the consumer as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+from PIL import Image
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_image(fmt: str = "PNG", size: tuple[int, int] = (8, 8), color=(200, 30, 30), noise: bool = False) -> bytes:
+    image = Image.new("RGB", size, color)
+    if noise:
+        image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_png(size: tuple[int, int] = (8, 8), color=(200, 30, 30)) -> bytes:
+    return make_image("PNG", size, color)
+
+
+def truncated_png() -> bytes:
+    data = make_image("PNG", (64, 64), noise=True)
+    return data[: len(data) // 2]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A few hundred bytes whose header declares width x height pixels (a decompression bomb)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    row = b"\x00" + b"\x00" * 3 * min(width, 16)
+    chunks = _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(row * 4)) + _chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def pair_json(pair_id: str | None = None, text: str = "a red square", image: bytes | None = None, **extra) -> dict:
+    out = {"text": text, "image": b64(image if image is not None else make_png()), **extra}
+    if pair_id is not None:
+        out["id"] = pair_id
+    return out
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list:
+    """Every message in `topic` from the beginning, by a fresh consumer outside any group.
+
+    Reads until each partition's position reaches the high watermark that the broker
+    reported in a fetch response, so an empty answer means the topic is empty.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=50)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        messages, deadline = [], time.monotonic() + timeout_s
+        while not all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp)
+                      for tp in tps):  # fmt: skip
+            assert time.monotonic() < deadline, f"could not read {topic} to its end in {timeout_s}s"
+            for batch in consumer.poll(timeout_ms=100).values():
+                messages.extend(batch)
+        return sorted(messages, key=lambda m: (m.partition, m.offset))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def wait_for(condition, timeout_s: float = 30.0, interval_s: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODX_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"MODX_{name.upper()}"] = str(value)
+    return env
+
+
+class ConsumerProcess:
+    """`python -m service.consumer` with the given settings; kill -9 it or stop it cleanly."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        self.settings, self.log_path = settings, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ConsumerProcess":
+        with open(self.log_path, "ab") as log:
+            argv = [sys.executable, "-m", "service.consumer"]
+            env = settings_env(self.settings)
+            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        self.process.kill()  # SIGKILL: no cleanup at all
+        self.process.wait()
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"consumer did not stop on SIGTERM:\n{self.log_tail()}") from None
+        return self.process.returncode
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]

@@ -1,0 +1,93 @@
+"""kill -9 the consumer at random points while pairs stream in: in the end every accepted
+pair is in exactly one phase, exactly once, and phases are sealed at exactly phase_size."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+
+from service import buffer
+from service.ingest import make_producer, produce_batch
+from service.registry import Registry
+from service.validation import Limits, validate_pair
+from tests.helpers import ConsumerProcess, make_png, pair_json, wait_for
+
+N_PAIRS, PHASE_SIZE, KILLS = 300, 40, 4
+
+
+def on_disk(data_dir) -> list[str]:
+    return [r.id for n in buffer.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
+
+
+def make_pair(i: int):
+    return validate_pair(pair_json(f"pair-{i:04d}", text=f"caption {i}", image=make_png(color=(i % 256, i // 256, 9))),
+                         Limits())  # fmt: skip
+
+
+def progressed(data_dir, before: int, done: threading.Event):
+    return lambda: len(on_disk(data_dir)) > before or (done.is_set() and before == N_PAIRS)
+
+
+def stream(settings, pairs, done: threading.Event, rng: random.Random) -> None:
+    """Produce in chunks of 10 as the API would, re-sending some chunks (client retries)."""
+    producer = make_producer(settings)
+    chunks = [pairs[i : i + 10] for i in range(0, len(pairs), 10)]
+    for i, chunk in enumerate(chunks):
+        produce_batch(producer, settings.topic, chunk)
+        if rng.random() < 0.3:
+            produce_batch(producer, settings.topic, chunks[rng.randrange(i + 1)])
+        time.sleep(0.15)
+    producer.close()
+    done.set()
+
+
+def test_kill_9_loses_nothing_and_duplicates_nothing(settings, tmp_path):
+    s = settings.model_copy(update={"phase_size": PHASE_SIZE, "consumer_max_records": 16,
+                                    "consumer_max_poll_interval_ms": 3000})  # a quicker rejoin after a kill
+    seed = int(os.environ.get("MODX_TEST_SEED", "1234"))
+    rng = random.Random(seed)
+    pairs = [make_pair(i) for i in range(N_PAIRS)]
+    done = threading.Event()
+    sender = threading.Thread(target=stream, args=(s, pairs, done, random.Random(seed + 1)), daemon=True)
+    sender.start()
+
+    log = tmp_path / "consumer.log"
+    proc = ConsumerProcess(s, log).start()
+    try:
+        for _ in range(KILLS):
+            before = len(on_disk(s.data_dir))
+            wait_for(progressed(s.data_dir, before, done), timeout_s=30, interval_s=0.02, message="consumer progress")
+            time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the next batches
+            proc.kill()
+            proc = ConsumerProcess(s, log).start()
+        sender.join(60)
+        wait_for(lambda: len(on_disk(s.data_dir)) >= N_PAIRS, timeout_s=60, message="every pair buffered")
+        wait_for(lambda: Registry.from_url(s.redis_url).n_ids() >= N_PAIRS, timeout_s=10, message="ids in Redis")
+        wait_for(lambda: log.read_text().count("consuming") == KILLS + 1, message="the last consumer running")
+        assert proc.stop() == 0, proc.log_tail()  # SIGTERM: a clean exit
+    finally:
+        if proc.alive():
+            proc.kill()
+
+    ids = on_disk(s.data_dir)
+    counts = Counter(ids)
+    assert sorted(counts) == sorted(p.id for p in pairs), "a pair was lost"
+    assert max(counts.values()) == 1, f"written twice: {[i for i, c in counts.items() if c > 1]}"
+
+    phases = buffer.list_phases(s.data_dir)
+    n_sealed = N_PAIRS // PHASE_SIZE
+    assert [p.status for p in phases] == ["sealed"] * n_sealed + ["open"]
+    assert [p.n for p in phases] == [PHASE_SIZE] * n_sealed + [N_PAIRS % PHASE_SIZE]
+    for info in phases[:-1]:
+        records = buffer.read_records(s.data_dir, info.phase)
+        assert info.n_probe == sum(r.split == "probe" for r in records)
+    images = {p.id: p.image for p in pairs}
+    assert all(p.image == images[p.id] for p in buffer.iter_gallery(s.data_dir))
+
+    registry = Registry.from_url(s.redis_url)
+    assert registry.r.smembers(registry.key("ids")) == set(images)
+    assert {n: r["status"] for n, r in registry.phases().items()} == {
+        **{n: "sealed" for n in range(1, n_sealed + 1)}, n_sealed + 1: "open"}

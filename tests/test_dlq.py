@@ -1,0 +1,74 @@
+"""Poison messages go to the dead-letter topic with their reason; the consumer keeps going."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from service import buffer, consumer
+from service.ingest import encode_value
+from service.validation import Limits, validate_pair
+from tests.helpers import b64, pair_json, read_topic, truncated_png, wait_for
+
+
+@pytest.fixture
+def running_consumer(settings):
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(settings, stop), daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def good(pair_id: str) -> bytes:
+    return encode_value(validate_pair(pair_json(pair_id), Limits()))
+
+
+def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
+    bad_image = json.dumps({**pair_json("bad-img"), "image": b64(truncated_png())}).encode()
+    messages = [
+        (b"good-1", good("good-1")),
+        (b"junk", b"\x00\xffnot json at all"),
+        (b"bad-img", bad_image),
+        (b"other-key", good("mismatch")),
+        (b"tombstone", None),
+        (b"good-2", good("good-2")),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for key, value in messages:
+        producer.send(settings.topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+    def buffered():
+        data_dir = settings.data_dir
+        return [r.id for n in buffer.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
+
+    wait_for(lambda: "good-2" in buffered(), message="the good message after the poison")
+    assert buffered() == ["good-1", "good-2"]
+
+    dead = wait_for(lambda: (d := read_topic(settings.kafka_bootstrap, settings.dlq_topic)) and len(d) >= 4 and d)
+    reasons = {m.key: dict(m.headers)["reason"].decode() for m in dead}
+    assert reasons[b"junk"].startswith("invalid_json: ")
+    assert reasons[b"bad-img"].startswith("corrupt_image: ")
+    assert reasons[b"other-key"].startswith("key_mismatch: ")
+    assert reasons[b"tombstone"].startswith("empty_message: ")
+    originals = {key: value for key, value in messages}
+    for m in dead:
+        assert m.value == originals[m.key]  # the original bytes, untouched
+        assert dict(m.headers)["source"].decode() == f"{settings.topic}/0/{[k for k, _ in messages].index(m.key)}"
+
+    def committed():
+        probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group,
+                              enable_auto_commit=False)  # fmt: skip
+        try:
+            return probe.committed(TopicPartition(settings.topic, 0))
+        finally:
+            probe.close(autocommit=False)
+
+    wait_for(lambda: committed() == len(messages), message="offsets committed past the poison")

@@ -54,10 +54,10 @@ class PhaseTrainPairs(Sequence):
         return buffer.load_pair(self.data_dir, self.records[i], self.phase)
 
 
-def serving_snapshot(registry: Registry) -> int:
-    """The newest snapshot the guard accepted: the teacher of the next phase."""
+def serving_snapshot(registry: Registry) -> int | None:
+    """The newest snapshot the guard accepted (the teacher of the next phase); None before CLIP_0."""
     accepted = [v for v, rec in registry.snapshots().items() if rec.get("status") == "serving"]
-    return max(accepted, default=0)
+    return max(accepted, default=None)
 
 
 def bootstrap(s: Settings, registry: Registry) -> None:
@@ -134,7 +134,7 @@ class IndexerWorker:
         self.encoder: SnapshotImageEncoder | None = None
         self.index = None
 
-    def target(self) -> int:
+    def target(self) -> int | None:
         if self.s.reindex == "keep" and self.version is not None:
             return self.version  # keep the old index (and its query encoder) until told otherwise
         return serving_snapshot(self.registry)
@@ -186,6 +186,8 @@ class IndexerWorker:
 
     def tick(self) -> None:
         target = self.target()
+        if target is None:  # the trainer worker has not published CLIP_0 yet
+            return
         if self.version != target:
             self.rebuild(target)
         else:
@@ -197,5 +199,8 @@ def run_indexer(s: Settings, stop: threading.Event) -> None:
     registry.ensure(s.data_dir)
     worker = IndexerWorker(s, registry)
     while not stop.is_set():
-        worker.tick()
+        try:
+            worker.tick()
+        except Exception:  # e.g. a snapshot published but not readable yet: retry next tick
+            log.exception("indexer tick failed; retrying")
         stop.wait(s.index_poll_s)

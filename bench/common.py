@@ -40,4 +40,4 @@ def machine(device: str = "cpu") -> dict:
 def write_result(path: str | Path, result: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1, default=str))

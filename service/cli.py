@@ -20,19 +20,19 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _parse_sweep(values: list[str]) -> dict[str, list]:
-    """`alpha=5,20` -> {"alpha": [5.0, 20.0]}"""
+    """`alpha=5,20` -> {"alpha": [5.0, 20.0]}; `method=ct,modx` -> {"method": ["ct", "modx"]}"""
     sweep = {}
     for item in values:
         key, _, raw = item.partition("=")
         if not raw:
             raise typer.BadParameter(f"sweep item {item!r} must look like name=v1,v2")
-        sweep[key] = [json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" else v for v in raw.split(",")]
+        sweep[key.replace("-", "_")] = [json.loads(v) if v[:1].isdigit() or v[:1] in "-[{." else v for v in raw.split(",")]
     return sweep
 
 
 @app.command()
 def simulate(
-    dataset: str = typer.Option("synthetic", help="synthetic | emoji"),
+    dataset: str = typer.Option("synthetic", help="synthetic | emoji (npm packages, cached after the first run)"),
     method: str = typer.Option("modx", help="ct | ewc | lwf | modx | joint"),
     phases: Optional[int] = typer.Option(None, help="number of domains (phase 0 included); default all"),
     out: Path = typer.Option(Path("result.json"), help="where to write the result JSON"),
@@ -50,13 +50,16 @@ def simulate(
     replay: float = typer.Option(0.0, help="older pairs mixed in per new pair"),
     replay_policy: str = typer.Option("uniform", help="uniform | balanced | reservoir"),
     merge: float = typer.Option(0.0, help="WiSE-FT weight of the parent after each phase"),
-    work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir)"),
+    sweep: list[str] = typer.Option([], help="a grid axis, e.g. --sweep alpha=5,20 --sweep replay_fraction=0,0.5; "
+                                    "every combination runs, the best on validation is chosen"),
+    work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir); reruns reuse them"),
     verbose: bool = typer.Option(False),
 ):
-    """Run the continual protocol offline and print the recall table."""
+    """Run the continual protocol offline and print the recall table (or a sweep's front)."""
     from trainer.config import TrainConfig
     from trainer.datasets import get_dataset
     from trainer.simulate import simulate as run, table
+    from trainer.tune import sweep as run_sweep, sweep_table
 
     setup_logging(verbose)
     cfg = TrainConfig(
@@ -64,10 +67,16 @@ def simulate(
         kl_reduction=kl_reduction, replay_fraction=replay, replay_policy=replay_policy, merge=merge,
         device=device, seed=seed,
     )  # fmt: skip
-    result = run(get_dataset(dataset, seed=seed), cfg, model_name=model, phases=phases, first_epochs=first_epochs,
-                 work_dir=work_dir, pretrained=pretrained)  # fmt: skip
+    data = get_dataset(dataset, seed=seed) if dataset == "synthetic" else get_dataset(dataset)
+    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, work_dir=work_dir, pretrained=pretrained)
+    if sweep:
+        result = run_sweep(data, cfg, _parse_sweep(sweep), **kw)
+        report = sweep_table(result) + "\n\nchosen recipe:\n" + table(result["results"][result["chosen"]])
+    else:
+        result = run(data, cfg, **kw)
+        report = table(result)
     out.write_text(json.dumps(result, indent=1))
-    typer.echo(table(result))
+    typer.echo(report)
     typer.echo(f"wrote {out}")
 
 

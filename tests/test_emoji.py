@@ -215,24 +215,23 @@ def test_iconify_alias_is_flipped(cache):
 
 
 def test_split_by_concept(cache):
-    ds = dataset(cache, test_fraction=0.3, probe_fraction=0.3)
+    ds = dataset(cache, test_fraction=0.3, probe_fraction=0.3, validation_fraction=0.2)
     test_concepts = {p.metadata["concept"] for p in ds.test("pngs")}
     assert test_concepts == {p.metadata["concept"] for p in ds.test("svgs")}
     assert 0 < len(test_concepts) < len(ds.concepts)
     for domain in ds.domains:
-        trained = {p.metadata["concept"] for p in ds.train(domain) + ds.probe(domain)}
-        assert not trained & test_concepts
-        assert trained | test_concepts == set(ds.concepts)
-        assert all(split_of(p.id, 0.3) == "probe" for p in ds.probe(domain))
-        assert all(split_of(p.id, 0.3) == "train" for p in ds.train(domain))
-        assert {p.id for p in ds.validation(domain, 0.5)} <= {p.id for p in ds.train(domain)}
-    assert any(ds.probe(d) for d in ds.domains)
+        held_in = {p.metadata["concept"] for p in ds.train(domain) + ds.validation(domain) + ds.probe(domain)}
+        assert not held_in & test_concepts
+        assert held_in | test_concepts == set(ds.concepts)
+        for split in ("train", "validation", "probe"):
+            assert all(split_of(p.id, 0.3, 0.2) == split for p in getattr(ds, split)(domain))
+    assert any(ds.probe(d) for d in ds.domains) and any(ds.validation(d) for d in ds.domains)
 
 
 def test_ids_and_splits_are_deterministic(cache):
     a, b = dataset(cache), dataset(cache)
     for domain in a.domains:
-        for split in ("train", "probe", "test"):
+        for split in ("train", "validation", "probe", "test"):
             assert [p.id for p in getattr(a, split)(domain)] == [p.id for p in getattr(b, split)(domain)]
     ids = {p.id for p in all_pairs(a, "pngs")}
     assert {"pngs:1f600", "pngs:2764"} <= ids
@@ -332,7 +331,7 @@ def test_info(cache):
     assert svgs["integrity"].startswith("sha512-")
     assert info["names"]["version"] == NAMES.version and info["concepts"] == len(ds.concepts)
     for d in ds.domains:
-        assert info["counts"][d] == {"train": len(ds.train(d)), "probe": len(ds.probe(d)), "test": len(ds.test(d))}
+        assert info["counts"][d] == {s: len(getattr(ds, s)(d)) for s in ("train", "validation", "probe", "test")}
         assert info["counts"][d]["test"] == info["test_concepts"]
 
 

@@ -58,6 +58,22 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def canonical(self) -> "TrainConfig":
+        """The same recipe with the fields its method ignores set to their defaults, so two
+        configs that train the same model compare equal (e.g. ct with alpha 5 and with 20)."""
+        default, ignored = TrainConfig(), {"cache_teacher", "checkpoint_every"}  # do not change the model
+        if not self.distills:
+            ignored |= {"alpha", "temperature", "kl_reduction"}
+        if self.method != "ewc":
+            ignored |= {"ewc_lambda", "fisher_batches"}
+        if self.method == "joint":
+            ignored |= {"replay_fraction", "merge"}
+        if self.method == "joint" or self.replay_fraction == 0:
+            ignored |= {"replay_policy", "replay_size"}
+        if self.replay_policy != "reservoir":
+            ignored.add("replay_size")
+        return replace(self, **{name: getattr(default, name) for name in ignored})
+
     def with_(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
 

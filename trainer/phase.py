@@ -27,7 +27,7 @@ from trainer.embed import embed_image_tensor, embed_token_tensor, preprocess_ima
 from trainer.losses import clip_loss, ewc_penalty, modx_loss
 from trainer.model import autocast, clamp_logit_scale, no_weight_decay
 from trainer.replay import sample_replay
-from trainer.snapshot import load_fisher, load_snapshot, save_snapshot
+from trainer.snapshot import TRAINED, load_fisher, load_snapshot, save_snapshot
 
 log = logging.getLogger("modx.trainer")
 
@@ -50,6 +50,15 @@ def prepare(pairs: Sequence[Pair], preprocess, tokenizer) -> PhaseData:
         images=preprocess_images(preprocess, [p.image for p in pairs]),
         tokens=tokenizer([p.text for p in pairs]),
     )
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return 1 if n <= batch_size else n // batch_size
+
+
+def phase_samples(n: int, cfg: TrainConfig) -> int:
+    """Samples a phase of `n` pairs processes under `cfg` (the ragged last batch is dropped)."""
+    return cfg.epochs * steps_per_epoch(n, cfg.batch_size) * min(cfg.batch_size, n)
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -221,8 +230,7 @@ def train_phase(
     student.train()
     optimizer = make_optimizer(student, cfg, device)
     model = torch.compile(student) if cfg.compile else student
-    steps_per_epoch = len(batches(len(data), cfg.batch_size, cfg.seed, 0))
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)
     ckpt = _checkpoint_path(work_dir)
     key = _resume_key(parent_record, data, cfg)
     start = load_checkpoint(ckpt, student, optimizer, key)
@@ -265,9 +273,11 @@ def train_phase(
         new_fisher = estimate_fisher(student, data, cfg, device)
         if fisher:
             new_fisher = {n: new_fisher[n] + fisher[n] for n in new_fisher}
+    samples = phase_samples(len(data), cfg)
     stats = {
         "steps": total,
-        "samples": total * min(cfg.batch_size, len(data)),
+        "samples": samples,
+        "teacher_forwards": 0 if teacher is None else len(data) if cached is not None else samples,
         "pairs": len(pairs),
         "replayed": len(replayed),
         "final_loss": last_loss,
@@ -284,6 +294,7 @@ def train_phase(
         hparams=cfg.to_dict(),
         fisher=new_fisher,
         extra={"train": stats, **(extra_record or {})},
+        files={TRAINED: {"pairs": [p.id for p in pairs], "replayed": [p.id for p in replayed]}},
     )
     if ckpt and ckpt.exists():
         ckpt.unlink()

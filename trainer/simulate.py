@@ -2,11 +2,18 @@
 
 Phase 0 trains CLIP_0 on domain 0 from a fresh model; phase t >= 1 trains on domain t from
 the previous snapshot (joint: on domains 0..t from CLIP_0). After every phase every
-domain's probe is evaluated; drift is measured on all probes between consecutive phases.
+domain's probe is evaluated (and its validation split, and any `dataset.eval_splits`, and
+its train split for retention); drift is measured on all probes between phases.
+
+Snapshots are cached under the work directory by a digest of everything that determines
+them (dataset, model, recipe), so CLIP_0 is trained once per seed and shared by every
+method and sweep point, and a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -19,14 +26,18 @@ from trainer.data import Dataset, Pair
 from trainer.evaluate import evaluate, transition_drift
 from trainer.metrics import continual
 from trainer.model import create_model
-from trainer.phase import train_phase
+from trainer.phase import phase_samples, train_phase
 from trainer.snapshot import read_record, save_snapshot, snapshot_name
 
 log = logging.getLogger("modx.simulate")
 
+EVAL_SPLITS = ("validation", "train")  # beside the probe; plus dataset.eval_splits
+
 
 def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | None = None) -> Path:
     """Snapshot 'init': a fresh model from the config (or a local pretrained checkpoint)."""
+    if out.exists():
+        return out
     torch.manual_seed(seed)
     model, _, _ = create_model(model_name, pretrained=pretrained)
     return save_snapshot(model, out, model_name=model_name, version=-1, parent=None, phase=None, method="init")
@@ -34,6 +45,33 @@ def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | No
 
 def r1(rec: dict) -> float:
     return (rec["i2t"]["r1"] + rec["t2i"]["r1"]) / 2
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def dataset_key(dataset: Dataset) -> dict:
+    info = dict(dataset.info())
+    info.pop("cache_dir", None)  # where the data is cached does not change it
+    return info
+
+
+def clip0_config(cfg: TrainConfig, first_epochs: int | None) -> TrainConfig:
+    """CLIP_0 is plain contrastive training on domain 0 (EWC also records its Fisher there)."""
+    return cfg.with_(method="ewc" if cfg.method == "ewc" else "ct", epochs=first_epochs or cfg.epochs,
+                     replay_fraction=0.0, merge=0.0)  # fmt: skip
+
+
+def joint_samples(sizes: list[int], cfg: TrainConfig) -> list[int]:
+    """Samples joint training processes per phase: all data so far, from CLIP_0, same epochs."""
+    return [phase_samples(sum(sizes[: t + 1]), cfg) for t in range(len(sizes))]
+
+
+def evaluation_sets(dataset: Dataset, domains: list[str]) -> dict[str, dict[str, list[Pair]]]:
+    """split -> domain -> pairs, for the probe and every other split evaluated."""
+    splits = ["probe", *EVAL_SPLITS, *getattr(dataset, "eval_splits", ())]
+    return {s: {d: getattr(dataset, s)(d) for d in domains} for s in splits if hasattr(dataset, s)}
 
 
 def simulate(
@@ -48,67 +86,104 @@ def simulate(
 ) -> dict:
     """Run the protocol; return the result JSON (see README) as a dict."""
     domains = list(dataset.domains[: phases or len(dataset.domains)])
-    probes = {d: dataset.probe(d) for d in domains}
+    sets = evaluation_sets(dataset, domains)
     work = Path(work_dir or tempfile.mkdtemp(prefix="modx-sim-"))
-    snaps = work / f"{cfg.method}-seed{cfg.seed}"
-    snaps.mkdir(parents=True, exist_ok=True)
-    init = initial_snapshot(model_name, snaps / "init", cfg.seed, pretrained)
-    # CLIP_0 is plain contrastive training on domain 0 (EWC also records its Fisher there).
-    cfg0 = cfg.with_(method="ewc" if cfg.method == "ewc" else "ct", epochs=first_epochs or cfg.epochs, replay_fraction=0.0)
+    data_key = dataset_key(dataset)
+    cfg0 = clip0_config(cfg, first_epochs)
+    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.canonical().to_dict())}"
+    base.mkdir(parents=True, exist_ok=True)
+    init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
+    clip0 = _trained(base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out,
+                                                                       version=0, phase=0))  # fmt: skip
+    run = work / f"{cfg.method}-{digest(base.name, data_key, domains, cfg.canonical().to_dict())}"
+    run.mkdir(parents=True, exist_ok=True)
 
-    results, prev, clip0 = [], None, None
+    results, prev, prev_ev = [], clip0, None
     for t, domain in enumerate(domains):
-        out = snaps / snapshot_name(t)
         if t == 0:
-            path = train_phase(init, dataset.train(domain), cfg0, out, version=0, phase=0)
-            clip0 = path
+            path = clip0
         elif cfg.method == "joint":
             seen = [p for d in domains[: t + 1] for p in dataset.train(d)]
-            path = train_phase(clip0, seen, cfg.with_(method="ct"), out, version=t, phase=t)
+            path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, cfg.with_(method="ct", merge=0.0), out,
+                                                                             version=t, phase=t))  # fmt: skip
         else:
             past = [dataset.train(d) for d in domains[:t]]
-            path = train_phase(prev, dataset.train(domain), cfg, out, version=t, phase=t, replay=past)
-        ev = evaluate(path, probes, cfg.device)
-        entry = {"phase": t, "domain": domain, "recall": ev.recall, "train": read_record(path)["train"]}
-        if t > 0:
-            entry["drift"] = transition_drift(prev_ev, ev)
+            path = _trained(run / snapshot_name(t), lambda out: train_phase(prev, dataset.train(domain), cfg, out,
+                                                                             version=t, phase=t, replay=past))  # fmt: skip
+        evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}
+        entry = {"phase": t, "domain": domain, "recall": evals["probe"].recall,
+                 "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
+                 "train": read_record(path)["train"]}  # fmt: skip
+        if prev_ev is not None:
+            entry["drift"] = transition_drift(prev_ev, evals["probe"])
         results.append(entry)
-        log.info("phase %d (%s): %s", t, domain, {d: round(r1(r), 3) for d, r in ev.recall.items()})
-        prev, prev_ev = path, ev
+        log.info("phase %d (%s): probe R@1 %s", t, domain, {d: round(r1(r), 3) for d, r in entry["recall"].items()})
+        prev, prev_ev = path, evals["probe"]
 
+    sizes = [len(dataset.train(d)) for d in domains]
     return {
         "method": cfg.method,
         "dataset": dataset.name,
         "model": model_name,
         "domains": domains,
         "config": cfg.to_dict(),
+        "first_epochs": cfg0.epochs,
         "phases": results,
-        "summary": summarize(results, domains),
+        "summary": summarize(results, domains, sizes, cfg),
     }
 
 
-def accuracy_matrix(results: list[dict], domains: list[str], key=r1) -> np.ndarray:
-    return np.array([[key(entry["recall"][d]) for d in domains] for entry in results])
+def _trained(out: Path, train) -> Path:
+    """The snapshot at `out`, trained by `train(out)` unless a finished one is there."""
+    return out if out.exists() else train(out)
 
 
-def summarize(results: list[dict], domains: list[str]) -> dict:
-    acc = accuracy_matrix(results, domains)
+def accuracy_matrix(results: list[dict], domains: list[str], split: str = "probe", key=r1) -> np.ndarray:
+    rows = [e["recall"] if split == "probe" else e["splits"][split] for e in results]
+    return np.array([[key(row[d]) for d in domains] for row in rows])
+
+
+def compute(results: list[dict], sizes: list[int], cfg: TrainConfig) -> dict:
+    """Samples processed per phase after CLIP_0, against the new phase alone and against joint."""
+    samples = [e["train"]["samples"] for e in results[1:]]
+    new = [phase_samples(n, cfg) for n in sizes[1:]]
+    joint = joint_samples(sizes, cfg)[1:]
     return {
-        **continual(acc),
-        "metric": "R@1, mean of i2t and t2i",
-        "matrix": acc.round(4).tolist(),
-        "samples": sum(e["train"]["samples"] for e in results[1:]),
+        "samples": samples,
+        "teacher_forwards": [e["train"].get("teacher_forwards", 0) for e in results[1:]],
+        "vs_new": [round(s / n, 3) for s, n in zip(samples, new)],
+        "vs_joint": [round(s / j, 3) for s, j in zip(samples, joint)],
+        "total_vs_joint": round(sum(samples) / max(1, sum(joint)), 3),
     }
 
 
-def table(result: dict) -> str:
+def summarize(results: list[dict], domains: list[str], sizes: list[int], cfg: TrainConfig) -> dict:
+    splits = ["probe", *results[0]["splits"]]
+    by_split = {}
+    for split in splits:
+        acc = accuracy_matrix(results, domains, split)
+        by_split[split] = {**continual(acc), "matrix": acc.round(4).tolist()}
+    return {
+        **by_split["probe"],
+        "metric": "R@1, mean of i2t and t2i",
+        "samples": sum(e["train"]["samples"] for e in results[1:]),
+        "splits": {s: v for s, v in by_split.items() if s != "probe"},
+        "compute": compute(results, sizes, cfg),
+    }
+
+
+def table(result: dict, split: str = "probe") -> str:
     """Rows phases, columns domains, R@1 image->text / text->image."""
     domains = result["domains"]
     head = f"{'phase':<14}" + "".join(f"{d[:15]:>17}" for d in domains)
-    lines = [f"{result['method']} on {result['dataset']} ({result['model']}); R@1 i2t/t2i", head]
+    lines = [f"{result['method']} on {result['dataset']} ({result['model']}); {split} R@1 i2t/t2i", head]
     for e in result["phases"]:
-        cells = "".join(f"{e['recall'][d]['i2t']['r1']:>8.3f}/{e['recall'][d]['t2i']['r1']:<8.3f}" for d in domains)
+        rec = e["recall"] if split == "probe" else e["splits"][split]
+        cells = "".join(f"{rec[d]['i2t']['r1']:>8.3f}/{rec[d]['t2i']['r1']:<8.3f}" for d in domains)
         lines.append(f"{e['phase']:<3}{e['domain'][:11]:<11}{cells}")
-    s = result["summary"]
+    s = result["summary"] if split == "probe" else result["summary"]["splits"][split]
     lines.append(f"average {s['average']:.3f}  forgetting {s['forgetting']:.3f}  bwt {s['bwt']:+.3f}")
+    if split == "probe":
+        c = result["summary"]["compute"]
+        lines.append(f"samples per phase vs the new phase alone {c['vs_new']}, vs joint {c['vs_joint']}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@
       model.safetensors     weights of the uncompiled module
       snapshot.json         model config, version, parent, phase, method, hparams, created
       fisher.safetensors    (EWC only) the accumulated diagonal Fisher
+      trained.json          ids of the pairs the phase trained on: {"pairs", "replayed"}
 
 Loading never unpickles: weights come from safetensors, the record from JSON.
 """
@@ -25,6 +26,7 @@ from trainer.model import create_model, model_config, register_config
 WEIGHTS = "model.safetensors"
 RECORD = "snapshot.json"
 FISHER = "fisher.safetensors"
+TRAINED = "trained.json"
 
 
 def snapshot_name(version: int) -> str:
@@ -87,7 +89,9 @@ def save_snapshot(
     hparams: dict | None = None,
     fisher: dict[str, torch.Tensor] | None = None,
     extra: dict | None = None,
+    files: dict[str, dict] | None = None,
 ) -> Path:
+    """Write the snapshot directory atomically; `files` are further JSON files inside it."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
@@ -109,6 +113,8 @@ def save_snapshot(
             **(extra or {}),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+        for name, data in (files or {}).items():
+            (tmp / name).write_text(json.dumps(data))
         return publish_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,8 +18,9 @@ offline. The art is never copied into the repository.
 Concepts are keyed by their codepoints without FE0F (`1f600`, `2764`); pair ids are
 `<style>:<key>` (`google:1f600`). Only concepts that every selected style draws are kept.
 `test(domain)` holds the concepts never trained on (chosen by hash of the concept, so the
-same concepts in every style); `probe(domain)` is the usual hash-of-pair-id slice
-(`trainer.data.split_of`) of the trained concepts, for retention.
+same concepts in every style); the other concepts' pairs are split by hash of pair id
+(`trainer.data.split_of`) into train, validation (held out, for tuning) and probe (held
+out, for retention: the concept is usually trained in the other styles).
 """
 
 from __future__ import annotations
@@ -461,22 +462,23 @@ def load_rendered(path: Path) -> tuple[dict[str, bytes], dict]:
 
 
 class EmojiDataset:
-    """Emoji styles as domains, implementing trainer.data.Dataset (plus test/validation).
+    """Emoji styles as domains, implementing trainer.data.Dataset (plus the `test` split).
 
     styles: names from STYLES, or Style objects. size: the image side in pixels (the PNG
     sets are 64 px and are resized). captions: "name" or "name+keywords" (n_keywords of
     emojibase's tags). language: emojibase's caption language (names are matched in English).
     test_fraction: concepts held out of training in every style (chosen by hash of the
-    concept key, salted with the seed if one is given). probe_fraction: the
-    `trainer.data.split_of` slice of the trained concepts' pairs.
+    concept key, salted with the seed if one is given). probe_fraction, validation_fraction:
+    the `trainer.data.split_of` slices of the other concepts' pairs.
     Nothing is fetched or rendered until a split or info() is asked for.
     """
 
     name = "emoji"
+    eval_splits = ("test",)
 
     def __init__(self, styles: Sequence[str | Style] = PRESETS["google-twemoji-fluent"], size: int = 32,
                  captions: str = "name", n_keywords: int = 3, test_fraction: float = 0.2,
-                 probe_fraction: float = 0.1, cache_dir: str | os.PathLike | None = None,
+                 probe_fraction: float = 0.1, validation_fraction: float = 0.1, cache_dir: str | os.PathLike | None = None,
                  seed: int | None = None, language: str = "en", names: Names = Names(),
                  renderer: str = "auto", npm: Callable[[list[str]], str] = run_npm):  # fmt: skip
         self.styles = [s if isinstance(s, Style) else _style(s) for s in styles]
@@ -485,10 +487,11 @@ class EmojiDataset:
             raise ValueError(f"styles must be distinct and non-empty, got {self.domains}")
         if captions not in CAPTIONS:
             raise ValueError(f"captions must be one of {CAPTIONS}, not {captions!r}")
-        if size < 1 or not 0 <= test_fraction < 1 or not 0 <= probe_fraction < 1:
+        if size < 1 or not 0 <= test_fraction < 1 or not 0 <= probe_fraction + validation_fraction < 1:
             raise ValueError("size must be >= 1 and the fractions in [0, 1)")
         self.size, self.captions, self.n_keywords = size, captions, n_keywords
         self.test_fraction, self.probe_fraction, self.seed = test_fraction, probe_fraction, seed
+        self.validation_fraction = validation_fraction
         self.language, self.names, self.renderer = language, names, renderer
         self.cache = NpmCache(cache_dir, npm)
 
@@ -504,9 +507,9 @@ class EmojiDataset:
         """The held-out concepts in this style: never trained on in any style."""
         return self._pairs(domain, "test")
 
-    def validation(self, domain: str, fraction: float = 0.1) -> list[Pair]:
-        """A hash-chosen slice of train (never probe or test) for tuning."""
-        return [p for p in self.train(domain) if id_fraction(p.id, "validation:") < fraction]
+    def validation(self, domain: str) -> list[Pair]:
+        """Held out of training, never probe or test: what hyper-parameters are chosen on."""
+        return self._pairs(domain, "validation")
 
     def is_test_concept(self, key: str) -> bool:
         salt = "emoji-test:" if self.seed is None else f"emoji-test:{self.seed}:"
@@ -530,6 +533,7 @@ class EmojiDataset:
             "n_keywords": self.n_keywords,
             "test_fraction": self.test_fraction,
             "probe_fraction": self.probe_fraction,
+            "validation_fraction": self.validation_fraction,
             "seed": self.seed,
             "cache_dir": str(self.cache.root),
         }
@@ -561,13 +565,13 @@ class EmojiDataset:
         return {d: self._split(d) for d in self.domains}
 
     def _split(self, domain: str) -> dict[str, list[Pair]]:
-        splits: dict[str, list[Pair]] = {"train": [], "probe": [], "test": []}
+        splits: dict[str, list[Pair]] = {"train": [], "validation": [], "probe": [], "test": []}
         for key, concept in self.concepts.items():
             pair = self._pair(domain, concept)
             if self.is_test_concept(key):
                 splits["test"].append(pair)
             else:
-                splits[split_of(pair.id, self.probe_fraction)].append(pair)
+                splits[split_of(pair.id, self.probe_fraction, self.validation_fraction)].append(pair)
         return splits
 
     def _pair(self, domain: str, concept: Concept) -> Pair:

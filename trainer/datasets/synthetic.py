@@ -138,16 +138,17 @@ class SyntheticDataset:
     """The synthetic domain stream, implementing trainer.data.Dataset."""
 
     name = "synthetic"
+    eval_splits = ()
 
     def __init__(self, n_domains: int = 4, pairs_per_domain: int = 600, image_size: int = 32,
-                 probe_fraction: float = 0.1, seed: int = 0):  # fmt: skip
+                 probe_fraction: float = 0.1, validation_fraction: float = 0.1, seed: int = 0):  # fmt: skip
         if not 1 <= n_domains <= len(DOMAINS):
             raise ValueError(f"n_domains must be 1..{len(DOMAINS)}")
         self.specs = DOMAINS[:n_domains]
         self.domains = [d.name for d in self.specs]
         self.pairs_per_domain = pairs_per_domain
         self.image_size = image_size
-        self.probe_fraction = probe_fraction
+        self.probe_fraction, self.validation_fraction = probe_fraction, validation_fraction
         self.seed = seed
 
     def generate(self, domain: str) -> list[Pair]:
@@ -169,14 +170,17 @@ class SyntheticDataset:
         return pairs
 
     @cached_property
-    def _splits(self) -> dict[str, tuple[list[Pair], list[Pair]]]:
-        return {d: split_pairs(self.generate(d), self.probe_fraction) for d in self.domains}
+    def _splits(self) -> dict[str, dict[str, list[Pair]]]:
+        return {d: split_pairs(self.generate(d), self.probe_fraction, self.validation_fraction) for d in self.domains}
 
     def train(self, domain: str) -> list[Pair]:
-        return self._splits[domain][0]
+        return self._splits[domain]["train"]
+
+    def validation(self, domain: str) -> list[Pair]:
+        return self._splits[domain]["validation"]
 
     def probe(self, domain: str) -> list[Pair]:
-        return self._splits[domain][1]
+        return self._splits[domain]["probe"]
 
     def info(self) -> dict:
         return {
@@ -187,5 +191,6 @@ class SyntheticDataset:
             "pairs_per_domain": self.pairs_per_domain,
             "image_size": self.image_size,
             "probe_fraction": self.probe_fraction,
+            "validation_fraction": self.validation_fraction,
             "seed": self.seed,
         }

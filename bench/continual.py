@@ -1,0 +1,308 @@
+"""Continual benchmark: the paper's Experiment A on emoji styles, recipes x seeds.
+
+    python -m bench.continual --preset cpu --out bench/results/emoji-cpu             # baselines, 3 seeds
+    python -m bench.continual --preset cpu --recipes sweep --seeds 0 --out bench/results/emoji-cpu-sweep
+    python -m bench.continual --preset gpu --out bench/results/emoji-gpu             # ViT-B-32 from scratch
+    python -m bench.continual --preset smoke --out /tmp/smoke                        # seconds, synthetic
+
+Every recipe of a run shares CLIP_0 per seed (trainer.simulate caches it) and the budget.
+Writes results.json (every run), report.md (paper-style tables, mean +- std over seeds:
+R@1/5/10 both directions per style, the accuracy matrix, average / forgetting / BWT,
+samples processed against joint, drift histograms) and one PNG per split of R@1 per phase
+per style for every recipe (like the paper's Figure 10). With several recipes it also
+chooses one on validation (never on probe, test or train numbers).
+
+Splits (trainer.simulate): `train` = retention on the pairs trained on; `probe` and
+`validation` = held-out pairs of trained concepts (by hash of pair id); `test` = concepts
+never trained on in any style.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine, write_result
+from trainer.config import TrainConfig
+from trainer.datasets import get_dataset
+from trainer.simulate import simulate
+from trainer.tune import SELECT_ON, pareto, point
+
+PRESETS = {
+    "smoke": dict(dataset="synthetic", dataset_kw=dict(n_domains=3, pairs_per_domain=48), model="modx-tiny",
+                  first_epochs=1, epochs=1, batch_size=16, lr=5e-4, seeds=[0], device="cpu"),
+    "cpu": dict(dataset="emoji", dataset_kw=dict(size=32), model="modx-tiny", first_epochs=40, epochs=15,
+                batch_size=128, lr=5e-4, seeds=[0, 1, 2], device="cpu"),
+    # the size of the issue's reference run: 4-layer towers of width 128, 60 + 20 epochs
+    "reference": dict(dataset="emoji", dataset_kw=dict(size=32), model="modx-small", first_epochs=60, epochs=20,
+                      batch_size=128, lr=5e-4, seeds=[0, 1, 2], device="cuda"),
+    "gpu": dict(dataset="emoji", dataset_kw=dict(size=224), model="ViT-B-32", first_epochs=100, epochs=40,
+                batch_size=256, lr=5e-4, seeds=[0, 1, 2], device="cuda"),
+}  # fmt: skip
+
+# name -> TrainConfig fields over the preset's budget
+BASELINES = {
+    "ct": dict(method="ct"),
+    "ewc": dict(method="ewc"),
+    "lwf": dict(method="lwf"),
+    "modx": dict(method="modx"),  # the paper's form: raw cosines, KL summed over rows, alpha 20
+    "joint": dict(method="joint"),
+}
+SWEEP = {
+    "ct": dict(method="ct"),
+    "ct+r0.5": dict(method="ct", replay_fraction=0.5),
+    "ct+r1": dict(method="ct", replay_fraction=1.0),
+    "ct+r1 balanced": dict(method="ct", replay_fraction=1.0, replay_policy="balanced"),
+    "ct+r1 merge0.2": dict(method="ct", replay_fraction=1.0, merge=0.2),
+    "modx a20": dict(method="modx", alpha=20.0),
+    "modx a5": dict(method="modx", alpha=5.0),
+    "modx a5+r0.5": dict(method="modx", alpha=5.0, replay_fraction=0.5),
+    "modx a5+r1": dict(method="modx", alpha=5.0, replay_fraction=1.0),
+    "modx a20+r1": dict(method="modx", alpha=20.0, replay_fraction=1.0),
+    "modx a5+r1 balanced": dict(method="modx", alpha=5.0, replay_fraction=1.0, replay_policy="balanced"),
+    "modx logit a2": dict(method="modx", alpha=2.0, temperature=0.01, kl_reduction="mean"),
+    "modx logit a2+r1": dict(method="modx", alpha=2.0, temperature=0.01, kl_reduction="mean", replay_fraction=1.0),
+    "joint": dict(method="joint"),
+}
+RECIPE_SETS = {"baselines": BASELINES, "sweep": SWEEP}
+SPLITS = ("train", "probe", "validation", "test")
+
+
+def mean_std(values) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def fmt(values, digits: int = 3) -> str:
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def split_recall(entry: dict, split: str) -> dict:
+    return entry["recall"] if split == "probe" else entry["splits"][split]
+
+
+def splits_of(result: dict) -> list[str]:
+    return [s for s in SPLITS if s == "probe" or s in result["phases"][0]["splits"]]
+
+
+def summary_of(result: dict, split: str) -> dict:
+    return result["summary"] if split == "probe" else result["summary"]["splits"][split]
+
+
+# ------------------------------------------------------------------ tables
+
+
+def final_table(runs: dict, split: str) -> list[str]:
+    """Paper style: after the last phase, R@1/5/10 both directions per style, mean ± std."""
+    any_run = next(iter(next(iter(runs.values())).values()))
+    domains = any_run["domains"]
+    lines = [f"| recipe | style | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |", "|" + "---|" * 8]
+    for name, seeds in runs.items():
+        for d in domains:
+            cells = [fmt([split_recall(r["phases"][-1], split)[d][dir_][k] for r in seeds.values()])
+                     for dir_ in ("i2t", "t2i") for k in ("r1", "r5", "r10")]  # fmt: skip
+            lines.append(f"| {name} | {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def matrix_table(runs: dict, split: str) -> list[str]:
+    """The accuracy matrix (R@1, mean of both directions): rows phases, columns styles."""
+    lines = []
+    for name, seeds in runs.items():
+        results = list(seeds.values())
+        domains = results[0]["domains"]
+        lines += [f"**{name}**", "", "| after phase | " + " | ".join(domains) + " |", "|" + "---|" * (len(domains) + 1)]
+        mats = np.array([summary_of(r, split)["matrix"] for r in results])
+        for t in range(mats.shape[1]):
+            lines.append(f"| {t} {domains[t]} | " + " | ".join(fmt(mats[:, t, d]) for d in range(len(domains))) + " |")
+        lines.append("")
+    return lines
+
+
+def continual_table(runs: dict, split: str) -> list[str]:
+    """Average, forgetting, BWT, samples processed, and the distance to joint per style."""
+    joint = runs.get("joint")
+    header = "| recipe | average | forgetting | BWT | samples × new phase | samples × joint |"
+    if joint:
+        header += " % of joint average | min over styles of % of joint |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, seeds in runs.items():
+        results = list(seeds.values())
+        s = [summary_of(r, split) for r in results]
+        row = [fmt([x["average"] for x in s]), fmt([x["forgetting"] for x in s]), fmt([x["bwt"] for x in s])]
+        row += [fmt([max(r["summary"]["compute"]["vs_new"]) for r in results], 2),
+                fmt([r["summary"]["compute"]["total_vs_joint"] for r in results], 2)]  # fmt: skip
+        if joint:
+            ratios, worst = [], []
+            for seed, r in seeds.items():
+                j = joint.get(seed)
+                if j is None:
+                    continue
+                final, jfinal = summary_of(r, split)["matrix"][-1], summary_of(j, split)["matrix"][-1]
+                ratios.append(np.mean(final) / np.mean(jfinal))
+                worst.append(min(f / jf for f, jf in zip(final, jfinal) if jf > 0))
+            row += [fmt(np.array(ratios) * 100, 1) if ratios else "-", fmt(np.array(worst) * 100, 1) if worst else "-"]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return lines
+
+
+def drift_table(runs: dict) -> list[str]:
+    """SAM change / RAM / ImAV: fraction of probe samples (or sample pairs) per degree bin."""
+    lines = []
+    for name, seeds in runs.items():
+        results = list(seeds.values())
+        for t, entry in enumerate(results[0]["phases"]):
+            if "drift" not in entry:
+                continue
+            for metric, parts in (("sam_change", ("image", "text")), ("ram", ("image", "text")), ("imav", (None,))):
+                for part in parts:
+                    hists = [r["phases"][t]["drift"][metric] if part is None else r["phases"][t]["drift"][metric][part]
+                             for r in results]  # fmt: skip
+                    bins = hists[0]["bins"]
+                    labels = [f"{a}-{b}°" for a, b in zip(bins[:-1], bins[1:])]
+                    fractions = np.array([h["fractions"] for h in hists])
+                    cells = " | ".join(f"{fractions[:, i].mean():.2f}" for i in range(len(labels)))
+                    what = metric + (f" {part}" if part else "")
+                    means = [h["mean"] for h in hists if h["mean"] is not None]
+                    lines.append(f"| {name} | {t - 1}→{t} | {what} | {cells} | {fmt(means, 1) if means else '-'} | "
+                                 + " ".join(labels) + " |")  # fmt: skip
+    head = ["| recipe | transition | measure | bin 1 | bin 2 | bin 3 | bin 4 | bin 5 | mean ° | bins |",
+            "|" + "---|" * 10]  # fmt: skip
+    return head + lines if lines else []
+
+
+def choose(runs: dict) -> dict | None:
+    """The continual recipe with the best final validation average (mean over seeds)."""
+    points = {}
+    for name, seeds in runs.items():
+        if name == "joint":
+            continue
+        pts = [point(r, []) for r in seeds.values()]
+        if not all(SELECT_ON in p["average"] for p in pts):
+            return None
+        points[name] = {"average": {s: float(np.mean([p["average"][s] for p in pts])) for s in pts[0]["average"]},
+                        "samples_vs_joint": float(np.mean([p["samples_vs_joint"] for p in pts]))}  # fmt: skip
+    if len(points) < 2:
+        return None
+    names = list(points)
+    front = [names[i] for i in pareto([points[n] for n in names])]
+    best = max(names, key=lambda n: points[n]["average"][SELECT_ON])
+    return {"select_on": SELECT_ON, "chosen": best, "front": front, "points": points}
+
+
+def report(result: dict) -> str:
+    runs, args = result["runs"], result["args"]
+    first = next(iter(next(iter(runs.values())).values()))
+    lines = [f"# Continual benchmark: {first['dataset']} ({', '.join(first['domains'])})", "",
+             f"- command: `{result['machine']['command']}`",
+             f"- machine: {result['machine'].get('gpu') or result['machine']['cpu']}, {result['machine']['cores']} cores, "
+             f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
+             f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
+             f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
+             "- R@K in %-free fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
+             ""]  # fmt: skip
+    chosen = result.get("choice")
+    if chosen:
+        lines += [f"**Chosen on {chosen['select_on']}: `{chosen['chosen']}`** (front of validation average vs samples: "
+                  + ", ".join(f"`{n}`" for n in chosen["front"]) + ")", ""]  # fmt: skip
+    for split in splits_of(first):
+        lines += [f"## Split `{split}`", "", "### After the last phase", "", *final_table(runs, split), "",
+                  "### Continual metrics", "", *continual_table(runs, split), "",
+                  "### Accuracy matrices (R@1)", "", *matrix_table(runs, split)]  # fmt: skip
+    drift = drift_table(runs)
+    if drift:
+        lines += ["## Drift on the probes (fraction per degree bin, mean over seeds)", "", *drift, ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ plots
+
+
+def plot(result: dict, out: Path) -> list[Path]:
+    """R@1 per phase per style for every recipe, one PNG per split (the paper's Figure 10)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    first = next(iter(next(iter(runs.values())).values()))
+    domains, paths = first["domains"], []
+    for split in splits_of(first):
+        fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.4), sharey=True, squeeze=False)
+        for name, seeds in runs.items():
+            mats = np.array([summary_of(r, split)["matrix"] for r in seeds.values()])
+            for d, ax in enumerate(axes[0]):
+                x = np.arange(mats.shape[1])
+                ax.errorbar(x, mats[:, :, d].mean(0), yerr=mats[:, :, d].std(0), marker="o", capsize=2, label=name)
+        for d, ax in enumerate(axes[0]):
+            ax.set_title(f"{domains[d]} ({split})")
+            ax.set_xlabel("after phase")
+            ax.set_xticks(range(len(domains)), [f"{t}:{n[:8]}" for t, n in enumerate(domains)])
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("R@1 (mean of i2t, t2i)")
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out / f"r1_per_phase_{split}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------ main
+
+
+def run(args) -> dict:
+    preset = PRESETS[args.preset]
+    recipes = RECIPE_SETS[args.recipes] if args.recipes in RECIPE_SETS else {
+        n: (BASELINES | SWEEP)[n] for n in args.recipes.split(",")}  # fmt: skip
+    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
+    dataset = get_dataset(preset["dataset"], **preset["dataset_kw"])
+    runs: dict[str, dict[int, dict]] = {}
+    for seed in args.seeds:
+        for name, fields_ in recipes.items():
+            cfg = base.with_(seed=seed, **fields_)
+            print(f"== {name} seed {seed}", flush=True)
+            runs.setdefault(name, {})[seed] = simulate(dataset, cfg, model_name=args.model, first_epochs=args.first_epochs,
+                                                       work_dir=args.work_dir)  # fmt: skip
+    result = {"benchmark": "continual", "preset": args.preset, "args": {k: v for k, v in vars(args).items()
+              if k != "work_dir"}, "recipes": recipes, "machine": machine(args.device),
+              "dataset": dataset.info(), "runs": runs}  # fmt: skip
+    result["choice"] = choose(runs)
+    return result
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--recipes", default="baselines", help="baselines | sweep | comma-separated recipe names")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    p.add_argument("--model")
+    p.add_argument("--first-epochs", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--device")
+    p.add_argument("--work-dir", type=Path, default=Path(".cache/bench-continual"), help="snapshot cache")
+    p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k, None) is None and k not in ("dataset", "dataset_kw"):
+            setattr(args, k, v)
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_result(args.out / "results.json", result)
+    text = report(result)
+    (args.out / "report.md").write_text(text + "\n")
+    plot(result, args.out)
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.settings = settings
     app.state.registry = Registry.from_url(settings.redis_url)
     app.state.ingestor = Ingestor(settings)
-    app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device)
+    app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     for router in ROUTERS if routers is None else routers:

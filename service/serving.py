@@ -45,8 +45,8 @@ class Catalog:
 
 
 class ServingState:
-    def __init__(self, data_dir: Path, registry: Registry, device: str = "cpu"):
-        self.data_dir, self.registry, self.device = Path(data_dir), registry, device
+    def __init__(self, data_dir: Path, registry: Registry, device: str = "cpu", index_device: str = "auto"):
+        self.data_dir, self.registry, self.device, self.index_device = Path(data_dir), registry, device, index_device
         self.holder = IndexHolder()
         self.catalog = Catalog(data_dir)
         self.swaps = 0
@@ -58,7 +58,7 @@ class ServingState:
         current = self.holder.get() if self.holder.ready else None
         if current is None or current.snapshot != pointer["snapshot"] or current.index.snapshot != pointer["index"]:
             serving = load_serving(snapshot_dir(self.data_dir, pointer["snapshot"]),
-                                   index_dir(self.data_dir, pointer["index"]), self.device, "cpu")  # fmt: skip
+                                   index_dir(self.data_dir, pointer["index"]), self.device, self.index_device)  # fmt: skip
             self.holder.swap(serving)
             self.swaps += 1
             log.info("serving snapshot %d with index %d (%d pairs)", serving.snapshot, serving.index.snapshot, serving.index.size)

@@ -68,11 +68,14 @@ class Settings(BaseSettings):
     replay_fraction: float = Field(0.25, ge=0, description="older pairs mixed in per new pair")
     replay_policy: Literal["uniform", "balanced", "reservoir"] = "uniform"
     merge: float = Field(0.0, ge=0, le=1, description="WiSE-FT weight of the parent after each phase")
-    guard_max_drop: float | None = Field(None, ge=0, description="reject a snapshot whose mean old-probe R@1 drops more")
+    guard_max_drop: float | None = Field(None, description="reject a snapshot whose mean old-probe R@1 drops more "
+                                         "than this below the serving one's (negative: demand that gain); None: off")
     worker_poll_s: float = Field(1.0, gt=0)
 
     # the indexer
     index_kind: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = "auto"
+    index_device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the API searches: auto = FAISS "
+                                                       "GPU if built with it, exact torch search on a CUDA GPU, else CPU")
     index_flat_max: int = Field(200_000, ge=1, description="auto: exact search up to this many vectors")
     index_poll_s: float = Field(1.0, gt=0, description="how often new pairs are embedded into a segment")
     embed_batch_size: int = Field(256, ge=1)

@@ -58,7 +58,10 @@ class Outcome:
 
 
 def guard(new: dict, serving: dict, old_probes: Sequence[str], max_drop: float | None) -> tuple[str, str]:
-    """Reject a snapshot whose mean old-probe R@1 falls more than `max_drop` below the serving one."""
+    """Reject a snapshot whose mean old-probe R@1 falls more than `max_drop` below the serving one.
+
+    None turns the guard off; a negative `max_drop` demands an improvement of at least that much.
+    """
     if max_drop is None or not old_probes:
         return "serving", ""
     new_r1, old_r1 = mean_r1(new, old_probes), mean_r1(serving, old_probes)
@@ -77,11 +80,15 @@ def train_and_evaluate(
     *,
     replay: Sequence[Sequence[Pair]] = (),
     max_drop: float | None = None,
+    gallery: int | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> Outcome:
     """Train snapshot `phase` from snapshot `serving` on `pairs`, evaluate, apply the guard.
 
     `probes` maps a phase name ("1", "2", ...) to its probe pairs, this phase's included.
+    `gallery` is the snapshot that embedded the index being served (default: `serving`):
+    recall of the new text tower against that old gallery is reported beside the recall
+    against a re-embedded one, which is what `reindex = keep` trades.
     """
     data_dir = Path(data_dir)
     parent = snapshot_dir(data_dir, serving)
@@ -94,12 +101,14 @@ def train_and_evaluate(
                     extra_record={"recipe": recipe})  # fmt: skip
     new_eval: Evaluation = evaluate(out, probes, cfg.device)
     parent_eval: Evaluation = evaluate(parent, probes, cfg.device)
+    gallery = serving if gallery is None else gallery
+    gallery_eval = parent_eval if gallery == serving else evaluate(snapshot_dir(data_dir, gallery), probes, cfg.device)
     old = [name for name in probes if name != str(phase)]
     status, reason = guard(new_eval.recall, parent_eval.recall, old, max_drop)
     write_json_atomic(out / RECALL_FILE, {
         "snapshot": phase, "parent": serving, "recall": new_eval.recall,
         "parent_recall": parent_eval.recall,
-        "old_gallery": old_gallery_recall(new_eval, parent_eval),
+        "old_gallery": old_gallery_recall(new_eval, gallery_eval), "old_gallery_snapshot": gallery,
         "mean_r1_old": mean_r1(new_eval.recall, old), "mean_r1_all": mean_r1(new_eval.recall, list(probes)),
         "status": status, "reason": reason,
     })  # fmt: skip

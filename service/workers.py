@@ -80,6 +80,7 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
     if phase is None:
         return None
     teacher = serving_snapshot(registry)
+    gallery = (registry.serving() or {}).get("index")  # the snapshot that embedded the served index
     registry.set_phase_status(s.data_dir, phase, "training", teacher=teacher)
     sealed = [n for n in buffer.sealed_phases(s.data_dir) if n <= phase]
     probes = {str(n): buffer.phase_pairs(s.data_dir, n, "probe") for n in sealed}
@@ -95,7 +96,7 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
     try:
         outcome = train_and_evaluate(
             s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), teacher,
-            replay=past, max_drop=s.guard_max_drop, on_step=on_step,
+            replay=past, max_drop=s.guard_max_drop, gallery=gallery, on_step=on_step,
         )  # fmt: skip
     except Exception as e:  # a bad phase must not stop the worker: mark it and go on
         log.exception("training phase %d failed", phase)
@@ -135,8 +136,12 @@ class IndexerWorker:
         self.index = None
 
     def target(self) -> int | None:
-        if self.s.reindex == "keep" and self.version is not None:
-            return self.version  # keep the old index (and its query encoder) until told otherwise
+        """The snapshot whose index should serve: the newest accepted one, or with
+        `reindex = keep` the one already serving (its index and query encoder stay)."""
+        if self.s.reindex == "keep":
+            served = (self.registry.serving() or {}).get("index")
+            if served is not None:
+                return served
         return serving_snapshot(self.registry)
 
     def records(self, skip=()):

@@ -40,12 +40,14 @@ def recall(registry: Registry = Depends(get_registry), data_dir: Path = Depends(
     """For each snapshot and each phase's probe: R@1/5/10 in both directions.
 
     `old_gallery` is the same probe searched with the snapshot's text tower against images
-    embedded by its parent: what a `reindex = keep` deployment would answer.
+    embedded by `old_gallery_snapshot` (the snapshot behind the index served when it was
+    trained): what not re-indexing (`reindex = keep`) would answer.
     """
     return {
         "snapshots": [
             {"snapshot": v, "parent": d["parent"], "status": d["status"], "recall": d["recall"],
-             "old_gallery": d["old_gallery"], "mean_r1_old": d["mean_r1_old"], "mean_r1_all": d["mean_r1_all"]}
+             "old_gallery": d["old_gallery"], "old_gallery_snapshot": d.get("old_gallery_snapshot", d["parent"]),
+             "mean_r1_old": d["mean_r1_old"], "mean_r1_all": d["mean_r1_all"]}
             for v, d in _per_snapshot(data_dir, registry, RECALL_FILE)
         ]
     }  # fmt: skip

@@ -1,0 +1,111 @@
+"""The trainer and indexer workers on real phase buffers and a real redis-server (no Kafka:
+the phases are written with the consumer's own PhaseBuffer): replay never trains on probe
+pairs, the promotion guard keeps the last good snapshot, `reindex = keep` keeps the old
+index and reports recall against it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service import buffer
+from service.atomic import read_json
+from service.buffer import Incoming, PhaseBuffer
+from service.registry import Registry
+from service.training import RECALL_FILE, guard, snapshot_dir
+from service.validation import Limits, validate_pair
+from service.workers import IndexerWorker, bootstrap, train_next
+from tests.helpers import pair_json
+from trainer.datasets.synthetic import SyntheticDataset
+from trainer.snapshot import TRAINED
+
+PHASES, PAIRS = 3, 40
+
+
+@pytest.fixture
+def stream():
+    return SyntheticDataset(n_domains=PHASES, pairs_per_domain=PAIRS, seed=11)
+
+
+def write_phases(settings, stream, n: int = PHASES) -> None:
+    """One sealed phase per synthetic domain, through the consumer's writer."""
+    with PhaseBuffer.from_settings(settings) as buf:
+        for domain in stream.domains[:n]:
+            batch = [Incoming(validate_pair(pair_json(p.id, p.text, p.image, metadata={"domain": domain}), Limits()))
+                     for p in stream.generate(domain)]  # fmt: skip
+            buf.append(batch)
+            buf.seal("request")
+
+
+@pytest.fixture
+def worker_settings(settings):
+    return settings.model_copy(update={"probe_fraction": 0.25, "train_epochs": 1, "train_batch_size": 16,
+                                       "replay_fraction": 0.0, "guard_max_drop": None})  # fmt: skip
+
+
+def split_ids(data_dir, phase: int, split: str) -> set[str]:
+    return {r.id for r in buffer.read_records(data_dir, phase) if r.split == split}
+
+
+def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
+    s = worker_settings.model_copy(update={"replay_fraction": 10.0})  # ask for more than the past holds
+    write_phases(s, stream)
+    registry = Registry.from_url(s.redis_url)
+    bootstrap(s, registry)
+    for _ in range(PHASES):
+        assert train_next(s, registry).status == "serving"
+    probes = set().union(*(split_ids(s.data_dir, n, "probe") for n in range(1, PHASES + 1)))
+    assert probes  # the test means something only if there are probe pairs to avoid
+    for phase in range(1, PHASES + 1):
+        trained = json.loads((snapshot_dir(s.data_dir, phase) / TRAINED).read_text())
+        past_train = set().union(set(), *(split_ids(s.data_dir, n, "train") for n in range(1, phase)))
+        assert set(trained["pairs"]) == split_ids(s.data_dir, phase, "train")
+        assert set(trained["replayed"]) == past_train  # every older train pair, and nothing else
+        assert not (set(trained["pairs"]) | set(trained["replayed"])) & probes
+
+
+def test_guard_rejects_and_the_last_good_snapshot_keeps_serving(worker_settings, stream):
+    write_phases(worker_settings, stream)
+    registry = Registry.from_url(worker_settings.redis_url)
+    bootstrap(worker_settings, registry)
+    assert train_next(worker_settings, registry).status == "serving"  # phase 1 has no old probe to guard
+    strict = worker_settings.model_copy(update={"guard_max_drop": -2.0})  # demands an impossible R@1 gain
+    rejected = train_next(strict, registry)
+    assert rejected.status == "rejected" and "R@1" in rejected.reason
+    assert train_next(worker_settings, registry).status == "serving"
+    snaps = registry.snapshots()
+    assert [snaps[v]["status"] for v in (0, 1, 2, 3)] == ["superseded", "superseded", "rejected", "serving"]
+    assert snaps[3]["parent"] == 1  # the rejected snapshot taught nothing
+    assert registry.phase(2)["snapshot_status"] == "rejected"
+    assert read_json(snapshot_dir(worker_settings.data_dir, 2) / RECALL_FILE)["status"] == "rejected"
+
+
+def test_guard_compares_old_probes_only():
+    rec = lambda r: {"i2t": {"r1": r}, "t2i": {"r1": r}}  # noqa: E731
+    serving = {"1": rec(0.8), "2": rec(0.1)}
+    assert guard({"1": rec(0.7), "2": rec(0.9)}, serving, ["1"], 0.2) == ("serving", "")
+    status, reason = guard({"1": rec(0.5), "2": rec(0.9)}, serving, ["1"], 0.2)
+    assert status == "rejected" and "0.500" in reason
+    assert guard({"1": rec(0.0)}, serving, ["1"], None)[0] == "serving"  # off
+
+
+@pytest.mark.parametrize("reindex", ["full", "keep"])
+def test_reindex_full_follows_snapshots_and_keep_stays(worker_settings, stream, reindex):
+    s = worker_settings.model_copy(update={"reindex": reindex})
+    write_phases(s, stream, n=2)
+    registry = Registry.from_url(s.redis_url)
+    bootstrap(s, registry)
+    indexer = IndexerWorker(s, registry)
+    indexer.tick()
+    assert registry.serving() == {"snapshot": 0, "index": 0} and indexer.index.size == 2 * PAIRS
+    for phase in (1, 2):
+        train_next(s, registry)
+        indexer.tick()
+    expected = 2 if reindex == "full" else 0
+    assert registry.serving() == {"snapshot": expected, "index": expected}
+    recall = read_json(snapshot_dir(s.data_dir, 2) / RECALL_FILE)
+    assert recall["old_gallery_snapshot"] == (1 if reindex == "full" else 0)
+    assert set(recall["old_gallery"]) == set(recall["recall"]) == {"1", "2"}
+    for probe in recall["old_gallery"].values():
+        assert 0 <= probe["t2i"]["r1"] <= probe["t2i"]["r10"] <= 1

@@ -25,7 +25,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from service import metrics
-from service.buffer import Incoming, PhaseBuffer, phase_info
+from service.buffer import BufferLocked, Incoming, PhaseBuffer, phase_info
 from service.ingest import ensure_topics, make_producer, max_message_bytes
 from service.registry import Registry
 from service.settings import Settings
@@ -197,11 +197,29 @@ class PairConsumer:
         return len(messages)
 
 
+def acquire_buffer(settings: Settings, stop: threading.Event, retry_s: float = 1.0) -> PhaseBuffer | None:
+    """The phase buffers' writer. While another consumer holds the data directory's writer
+    lock this one is a standby: it waits, and takes over when that one dies."""
+    waiting = False
+    while not stop.is_set():
+        try:
+            return PhaseBuffer.from_settings(settings)
+        except BufferLocked as e:
+            if not waiting:
+                log.info("standby: %s; waiting for its lock", e)
+                waiting = True
+            stop.wait(retry_s)
+    return None
+
+
 def run(settings: Settings, stop: threading.Event) -> None:
     """Consume until `stop` is set; every resource is closed on the way out."""
     ensure_topics(settings.kafka_bootstrap, [settings.topic, settings.dlq_topic], settings.topic_partitions)
+    buffer = acquire_buffer(settings, stop)
+    if buffer is None:
+        return
     with ExitStack() as stack:
-        buffer = stack.enter_context(PhaseBuffer.from_settings(settings))  # fails fast if another writer runs
+        stack.enter_context(buffer)
         registry = Registry.from_url(settings.redis_url)
         stack.callback(registry.close)
         dlq = make_producer(settings)

@@ -4,6 +4,7 @@ on request (POST /v1/phases/seal), the phase listing, images, and Redis kept in 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -87,10 +88,14 @@ def test_seal_request_waits_for_a_consumer(settings):
     assert resp.status_code == 202 and resp.json()["status"] == "requested"
 
 
-def test_a_second_consumer_on_the_same_data_dir_is_refused(settings, start_consumer):
-    buf = buffer.PhaseBuffer.from_settings(settings)
+def test_a_second_consumer_is_a_standby_until_the_writer_lock_is_free(settings, start_consumer):
+    writer = buffer.PhaseBuffer.from_settings(settings)  # another consumer holds the data directory
     try:
-        with pytest.raises(buffer.BufferLocked):
-            consumer.run(settings, threading.Event())
+        start_consumer(settings)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/v1/pairs", json={"pairs": [pair_json("early")]}).status_code == 202
+            time.sleep(2.0)
+            assert buffered(settings) == []  # the standby writes nothing while the lock is held
     finally:
-        buf.close()
+        writer.close()  # the active consumer goes away
+    wait_for(lambda: buffered(settings) == ["early"], message="the standby took over")

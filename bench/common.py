@@ -21,7 +21,13 @@ def commit() -> str | None:
         return None
 
 
-def machine(device: str = "cpu") -> dict:
+def command(module: str, argv: list[str] | None = None) -> str:
+    """How to rerun a benchmark: `python -m <module> <its arguments>` (argv None: sys.argv's)."""
+    return " ".join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def machine(device: str = "cpu", command: str | None = None) -> dict:
+    """Where and when a benchmark ran, and the command that ran it."""
     info = {
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),
@@ -30,7 +36,7 @@ def machine(device: str = "cpu") -> dict:
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, write_result
+from bench.common import command, machine, write_result
 from trainer.config import TrainConfig
 from trainer.datasets import get_dataset
 from trainer.simulate import simulate
@@ -270,8 +270,9 @@ def run(args) -> dict:
             print(f"== {name} seed {seed}", flush=True)
             runs.setdefault(name, {})[seed] = simulate(dataset, cfg, model_name=args.model, first_epochs=args.first_epochs,
                                                        work_dir=args.work_dir)  # fmt: skip
-    result = {"benchmark": "continual", "preset": args.preset, "args": {k: v for k, v in vars(args).items()
-              if k != "work_dir"}, "recipes": recipes, "machine": machine(args.device),
+    result = {"benchmark": "continual", "preset": args.preset,
+              "args": {k: v for k, v in vars(args).items() if k not in ("work_dir", "argv")},
+              "recipes": recipes, "machine": machine(args.device, command("bench.continual", args.argv)),
               "dataset": dataset.info(), "runs": runs}  # fmt: skip
     result["choice"] = choose(runs)
     return result
@@ -291,6 +292,7 @@ def main(argv=None) -> dict:
     p.add_argument("--work-dir", type=Path, default=Path(".cache/bench-continual"), help="snapshot cache")
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
     args = p.parse_args(argv)
+    args.argv = argv
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k, None) is None and k not in ("dataset", "dataset_kw"):
             setattr(args, k, v)

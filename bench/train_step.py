@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import machine, write_result
+from bench.common import command, machine, write_result
 from trainer.config import TrainConfig
 from trainer.model import clamp_logit_scale, create_model
 from trainer.phase import freeze, make_optimizer, phase_loss
@@ -122,7 +122,8 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"{r['variant']:<12}{r['ms_per_step']:>10}{r['samples_per_s']:>12}{r['vs_plain']:>10}"
               f"{str(r['peak_mem_gib']):>10}{str(r.get('mfu', '-')):>8}")  # fmt: skip
-    result = {"benchmark": "train_step", "args": vars(args), "rows": rows, "machine": machine(args.device)}
+    result = {"benchmark": "train_step", "args": vars(args), "rows": rows,
+              "machine": machine(args.device, command("bench.train_step", argv))}
     if args.out:
         write_result(args.out, result)
     return result

@@ -29,7 +29,8 @@ ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.r
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     stop = threading.Event()
-    poller = threading.Thread(target=app.state.serving.run, args=(stop,), name="serving-poller", daemon=True)
+    poller = threading.Thread(target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s),
+                              name="serving-poller", daemon=True)  # fmt: skip
     poller.start()
     yield
     stop.set()

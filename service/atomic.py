@@ -7,6 +7,8 @@ rename itself survives a crash.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import uuid
@@ -38,21 +40,47 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Publish `data` at `path` whole or not at all."""
+def write_bytes_atomic(path: str | Path, data: bytes, *, sync: bool = True, sync_dir: bool = True) -> None:
+    """Publish `data` at `path` whole or not at all.
+
+    `sync=False` leaves the flush to the caller (e.g. one `syncfs` for a whole batch);
+    until then a crash may lose the file, so nothing may refer to it before that flush.
+    """
     path = Path(path)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+@functools.cache
+def _libc_syncfs():
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
+def has_syncfs() -> bool:
+    return _libc_syncfs() is not None
+
+
+def syncfs(path: str | Path) -> None:
+    """Flush every written file and rename on the filesystem holding `path` in one call
+    (Linux syncfs; check `has_syncfs()` first)."""
+    fn = _libc_syncfs()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fn(fd) != 0:
+            raise OSError(ctypes.get_errno(), f"syncfs({path}) failed")
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 from trainer.data import Pair, split_of
 
-from service.atomic import fsync_dir, make_dirs, read_json, write_bytes_atomic, write_json_atomic
+from service.atomic import fsync_dir, has_syncfs, make_dirs, read_json, syncfs, write_bytes_atomic, write_json_atomic
 from service.settings import Settings
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
 
@@ -163,6 +163,39 @@ def read_records(data_dir: str | Path, phase: int) -> list[Record]:
     return [r for _, r in complete_lines(data)]
 
 
+class PhaseTail:
+    """Follows the phase buffers as they grow: `new()` returns the records written since
+    its last call, reading each file on from where it stopped (complete lines only), so
+    following a large gallery costs what was added, not what is there."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        self.offsets: dict[int, int] = {}
+        self.done: set[int] = set()  # sealed phases read to their manifest's end
+
+    def new(self) -> list[tuple[int, Record]]:
+        out = []
+        for phase in phase_numbers(self.data_dir):
+            if phase in self.done:
+                continue
+            manifest = read_manifest(self.data_dir, phase)  # before the data: its bytes are all there
+            start = self.offsets.get(phase, 0)
+            try:
+                with open(phase_dir(self.data_dir, phase) / PAIRS_FILE, "rb") as f:
+                    f.seek(start)
+                    data = f.read(manifest["bytes"] - start if manifest else -1)
+            except FileNotFoundError:
+                continue
+            end = start
+            for line_end, record in complete_lines(data):
+                out.append((phase, record))
+                end = start + line_end
+            self.offsets[phase] = end
+            if manifest is not None and end >= manifest["bytes"]:
+                self.done.add(phase)
+        return out
+
+
 def phase_info(data_dir: str | Path, phase: int) -> PhaseInfo:
     manifest = read_manifest(data_dir, phase)
     status = read_json(phase_dir(data_dir, phase) / STATUS_FILE)
@@ -249,7 +282,6 @@ class PhaseBuffer:
         make_dirs(self.data_dir / PHASES)
         self._lock_fd = self._lock()
         self._file = None
-        self._dirty_dirs: set[Path] = set()
         self.known: set[str] = set()
         self._recover()
 
@@ -351,9 +383,7 @@ class PhaseBuffer:
                 continue
             seen.add(item.pair.id)
             fresh.append(item)
-        for item in fresh:
-            self._write_image(item.pair)
-        self._sync_dirs()
+        self._write_images([item.pair for item in fresh])
         for item in fresh:
             result.written.append(self._write_record(item))
             if self.n_open >= self.phase_size:
@@ -361,16 +391,20 @@ class PhaseBuffer:
         self._sync()
         return result
 
-    def _write_image(self, pair: ValidPair) -> None:
-        path = self.data_dir / image_relpath(pair.id)
-        make_dirs(path.parent)
-        write_bytes_atomic(path, pair.image, sync_dir=False)
-        self._dirty_dirs.add(path.parent)
-
-    def _sync_dirs(self) -> None:
-        for d in self._dirty_dirs:
-            fsync_dir(d)
-        self._dirty_dirs.clear()
+    def _write_images(self, pairs: Sequence[ValidPair]) -> None:
+        """Every image of the batch durable before any record names it: one syncfs for the
+        whole batch where Linux has it, else an fsync per file and per directory."""
+        one_sync, dirs = has_syncfs(), set()
+        for pair in pairs:
+            path = self.data_dir / image_relpath(pair.id)
+            make_dirs(path.parent)
+            write_bytes_atomic(path, pair.image, sync=not one_sync, sync_dir=False)
+            dirs.add(path.parent)
+        if pairs and one_sync:
+            syncfs(self.data_dir)
+        elif pairs:
+            for d in dirs:
+                fsync_dir(d)
 
     def _open_file(self):
         if self._file is None:

@@ -65,16 +65,17 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
 
 
 def produce_batch(producer: KafkaProducer, topic: str, pairs: Sequence[ValidPair], timeout_s: float = 30.0) -> list:
-    """Send every pair and wait for all acks; raise ProduceError if any send failed.
+    """Send every pair and wait for all their acks; raise ProduceError if any send failed.
 
-    Kafka has no all-or-nothing across messages here: after a failure some pairs may be in
-    Kafka. Clients retry with the same ids and the consumer drops the repeats.
+    Waits on this batch's own futures only (not `flush()`, which would also wait for the
+    records other requests put in the shared producer). Kafka has no all-or-nothing across
+    messages here: after a failure some pairs may be in Kafka. Clients retry with the same
+    ids and the consumer drops the repeats.
     """
     received_at = now_iso()
     try:
         futures = [producer.send(topic, key=p.id.encode(), value=encode_value(p, received_at)) for p in pairs]
-        producer.flush(timeout=timeout_s)
-    except KafkaError as e:  # no metadata within max_block_ms, buffer full, flush timeout
+    except KafkaError as e:  # no metadata within max_block_ms, buffer full
         raise ProduceError(f"Kafka did not take the batch: {e!r}") from e
     failures, metadata = [], []
     for pair, fut in zip(pairs, futures):

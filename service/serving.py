@@ -21,22 +21,15 @@ log = logging.getLogger("modx.serving")
 
 
 class Catalog:
-    """id -> (text, metadata) of every buffered pair; sealed phases are read once."""
+    """id -> (text, metadata) of every buffered pair, read incrementally."""
 
     def __init__(self, data_dir: Path):
-        self.data_dir = Path(data_dir)
+        self.tail = buffer.PhaseTail(data_dir)
         self.entries: dict[str, tuple[str, dict]] = {}
-        self.complete: set[int] = set()
 
     def refresh(self) -> None:
-        for phase in buffer.phase_numbers(self.data_dir):
-            if phase in self.complete:
-                continue
-            sealed = buffer.read_manifest(self.data_dir, phase) is not None
-            for r in buffer.read_records(self.data_dir, phase):
-                self.entries[r.id] = (r.text, r.metadata)
-            if sealed:
-                self.complete.add(phase)
+        for _, r in self.tail.new():
+            self.entries[r.id] = (r.text, r.metadata)
 
     def get(self, pair_id: str) -> tuple[str, dict]:
         if pair_id not in self.entries:
@@ -66,7 +59,7 @@ class ServingState:
             current.index.refresh()
         self.catalog.refresh()
 
-    def run(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+    def run(self, stop: threading.Event, interval_s: float) -> None:
         while not stop.is_set():
             try:
                 self.poll()

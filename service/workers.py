@@ -81,7 +81,8 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
         return None
     teacher = serving_snapshot(registry)
     gallery = (registry.serving() or {}).get("index")  # the snapshot that embedded the served index
-    registry.set_phase_status(s.data_dir, phase, "training", teacher=teacher)
+    started = buffer.utc_now()
+    registry.set_phase_status(s.data_dir, phase, "training", teacher=teacher, started=started)
     sealed = [n for n in buffer.sealed_phases(s.data_dir) if n <= phase]
     probes = {str(n): buffer.phase_pairs(s.data_dir, n, "probe") for n in sealed}
     past = [PhaseTrainPairs(s.data_dir, n) for n in sealed if n < phase]
@@ -100,7 +101,7 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
         )  # fmt: skip
     except Exception as e:  # a bad phase must not stop the worker: mark it and go on
         log.exception("training phase %d failed", phase)
-        registry.set_phase_status(s.data_dir, phase, "failed", error=f"{type(e).__name__}: {e}")
+        registry.set_phase_status(s.data_dir, phase, "failed", started=started, error=f"{type(e).__name__}: {e}")
         return None
     if outcome.status == "serving":
         for version, rec in registry.snapshots().items():
@@ -108,7 +109,8 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
                 registry.put_snapshot(version, {**rec, "status": "superseded"})
     summary = {**snapshot_summary(snapshot_dir(s.data_dir, phase)), "status": outcome.status, "reason": outcome.reason}
     registry.put_snapshot(phase, summary)
-    registry.set_phase_status(s.data_dir, phase, "trained", snapshot=phase, snapshot_status=outcome.status)
+    registry.set_phase_status(s.data_dir, phase, "trained", started=started, snapshot=phase,
+                              snapshot_status=outcome.status)  # fmt: skip
     metrics.SNAPSHOT_VERSION.set(phase)
     registry.set_gauge("snapshot_version", phase)
     if outcome.status == "rejected":
@@ -134,6 +136,7 @@ class IndexerWorker:
         self.version: int | None = None
         self.encoder: SnapshotImageEncoder | None = None
         self.index = None
+        self.tail = buffer.PhaseTail(s.data_dir)
 
     def target(self) -> int | None:
         """The snapshot whose index should serve: the newest accepted one, or with
@@ -144,13 +147,13 @@ class IndexerWorker:
                 return served
         return serving_snapshot(self.registry)
 
-    def records(self, skip=()):
-        """(id, image bytes) of every pair on disk, open phase included; `skip` ids not read."""
+    def new_records(self):
+        """(id, image bytes) of the pairs written since the last call (open phase included)
+        that the index does not hold yet."""
         data_dir = Path(self.s.data_dir)
-        for phase in buffer.phase_numbers(data_dir):
-            for r in buffer.read_records(data_dir, phase):
-                if r.id not in skip:
-                    yield r.id, (data_dir / r.image).read_bytes()
+        for _, r in self.tail.new():
+            if self.index is None or r.id not in self.index:
+                yield r.id, (data_dir / r.image).read_bytes()
 
     def load_encoder(self, version: int) -> None:
         model, preprocess, _, _ = load_snapshot(snapshot_dir(self.s.data_dir, version), self.s.device)
@@ -160,13 +163,15 @@ class IndexerWorker:
         """Re-embed the whole gallery with `version` and publish its index, then serve the pair."""
         t0 = time.perf_counter()
         self.load_encoder(version)
+        self.version, self.index = version, None
+        self.tail = buffer.PhaseTail(self.s.data_dir)  # the whole gallery, then what comes after it
         out = index_dir(self.s.data_dir, version)
-        if out.exists():
+        if out.exists():  # published before a restart: add what came since
             self.index = load_index(out, "cpu")
+            self.add_new()
         else:
-            self.index = reindex(version, self.records(), self.encoder, out, self.s.index_kind,
+            self.index = reindex(version, self.new_records(), self.encoder, out, self.s.index_kind,
                                  batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
-        self.version = version
         pointer = {"snapshot": version, "index": version}
         write_json_atomic(Path(self.s.data_dir) / "serving.json", pointer)
         self.registry.set_serving(**pointer)
@@ -176,7 +181,7 @@ class IndexerWorker:
     def add_new(self) -> int:
         """Embed pairs that are not in the index yet with the serving snapshot (a segment)."""
         directory = index_dir(self.s.data_dir, self.version)
-        _, n = add_segment(directory, self.records(skip=self.index), self.encoder, self.version,
+        _, n = add_segment(directory, self.new_records(), self.encoder, self.version, known=self.index,
                            batch_size=self.s.embed_batch_size)  # fmt: skip
         if n:
             self.index.refresh(directory)

@@ -191,3 +191,19 @@ def test_images_dir_entries_are_durable(tmp_path):
         buf.append(incoming("ab1", "ab2", "cd"))
     assert sorted(os.listdir(tmp_path / "images")) == ["ab", "cd"]
     assert sorted(os.listdir(tmp_path / "images" / "ab")) == ["ab1", "ab2"]
+
+
+def test_phase_tail_returns_each_record_once_as_the_buffers_grow(tmp_path):
+    tail = buffer.PhaseTail(tmp_path)
+    assert tail.new() == []
+    with open_buffer(tmp_path, phase_size=3) as buf:
+        buf.append(incoming("a", "b"))
+        assert [(n, r.id) for n, r in tail.new()] == [(1, "a"), (1, "b")]
+        path = buffer.phase_dir(tmp_path, 1) / buffer.PAIRS_FILE
+        with open(path, "ab") as f:
+            f.write(b'{"id":"x","te')  # a record being written: not returned yet
+        assert tail.new() == []
+    with open_buffer(tmp_path, phase_size=3) as buf:  # the restart cuts the torn tail
+        buf.append(incoming("c", "d", offset=2))  # c fills and seals phase 1, d opens phase 2
+    assert [(n, r.id) for n, r in tail.new()] == [(1, "c"), (2, "d")]
+    assert tail.done == {1} and tail.new() == []

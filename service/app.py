@@ -13,6 +13,7 @@ import threading
 from contextlib import asynccontextmanager
 from typing import Sequence
 
+import faiss
 from fastapi import APIRouter, FastAPI
 
 from service.body_limit import BodyLimit
@@ -28,6 +29,7 @@ ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.r
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    faiss.omp_set_num_threads(app.state.settings.search_threads)
     stop = threading.Event()
     poller = threading.Thread(target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s),
                               name="serving-poller", daemon=True)  # fmt: skip

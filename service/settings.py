@@ -78,6 +78,8 @@ class Settings(BaseSettings):
                                                        "GPU if built with it, exact torch search on a CUDA GPU, else CPU")
     index_flat_max: int = Field(200_000, ge=1, description="auto: exact search up to this many vectors")
     index_poll_s: float = Field(1.0, gt=0, description="how often new pairs are embedded into a segment")
+    search_threads: int = Field(1, ge=1, description="FAISS threads per search in the API: 1 keeps single-query "
+                                "latency low while requests run concurrently (more only helps big batches)")
     serving_poll_s: float = Field(0.5, gt=0, description="how often the API looks for a new index or segment")
     embed_batch_size: int = Field(256, ge=1)
 

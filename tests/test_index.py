@@ -81,7 +81,7 @@ def test_flat_search_is_exact(data):
 @pytest.mark.parametrize("kind,params,floor", [
     ("ivf", {"nprobe": 16}, 0.95),
     ("hnsw", {}, 0.95),
-    ("ivfpq", {"nprobe": 16}, 0.5),
+    ("ivfpq", {"nprobe": 16, "pq_m": 8}, 0.5),
 ])
 def test_approximate_recall(data, kind, params, floor):
     x, q, ids = data

@@ -1,0 +1,42 @@
+"""Smoke tests of bench.search and bench.embed at a tiny size: the rows and sane values, no timings."""
+
+from __future__ import annotations
+
+import json
+
+from bench import embed, search
+
+
+def test_search_benchmark_rows(tmp_path):
+    out = tmp_path / "search.json"
+    search.main(["--preset", "cpu", "--sizes", "300,100G", "--dim", "32", "--centres", "16", "--single", "20",
+                 "--batch", "64", "--out", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    rows = {(r["size"], r["kind"]): r for r in result["rows"]}
+    kinds = ["flat", "ivf", "ivfpq", "hnsw", "matmul"]
+    assert list(rows) == [(n, k) for n in (300, 100 * 10**9) for k in kinds]
+    assert all("do not fit" in rows[100 * 10**9, k]["skipped"] for k in kinds)  # skipped, not crashed
+    small = [rows[300, k] for k in kinds]
+    assert all(r["skipped"] is None and 0 <= r["p50_ms"] <= r["p99_ms"] and r["batch_qps"] > 0 for r in small)
+    assert all(0 <= r["recall_at_10"] <= 1 for r in small)
+    assert rows[300, "flat"]["recall_at_10"] == 1.0  # exact search agrees with the ground truth
+    assert rows[300, "matmul"]["recall_at_10"] >= 0.99  # exact too, up to fp32 summation order
+    assert {r["backend"] for r in small} == {"faiss-cpu", "torch-cpu"}
+    assert rows[300, "ivf"]["params"]["nlist"] >= 1
+    assert result["faiss_threads"] >= 1 and result["machine"]["command"]
+
+
+def test_embed_benchmark_rows(tmp_path):
+    out = tmp_path / "embed.json"
+    embed.main(["--preset", "cpu", "--images", "40", "--unique", "8", "--batch", "16", "--workers", "2",
+                "--out", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    rows = {r["stage"]: r for r in result["rows"]}
+    assert list(rows) == ["end-to-end", "decode+prep", "encode", "index build"]
+    assert rows["end-to-end"]["images"] == rows["decode+prep"]["images"] == rows["index build"]["images"] == 40
+    assert rows["encode"]["images"] == 40
+    assert all(r["seconds"] >= 0 and r["images_per_s"] > 0 for r in rows.values())
+    assert result["index"] == {"kind": "flat", "backend": "faiss-cpu", "size": 40}
+    assert result["bound"] in embed.COMPONENTS
+    assert result["target"]["met"] == (result["target"]["projected_s"] <= 120)
+    assert result["machine"]["command"]

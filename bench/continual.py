@@ -65,6 +65,11 @@ SWEEP = {
     "modx a5+r1 balanced": dict(method="modx", alpha=5.0, replay_fraction=1.0, replay_policy="balanced"),
     "modx logit a2": dict(method="modx", alpha=2.0, temperature=0.01, kl_reduction="mean"),
     "modx logit a2+r1": dict(method="modx", alpha=2.0, temperature=0.01, kl_reduction="mean", replay_fraction=1.0),
+    "modx a1+r1": dict(method="modx", alpha=1.0, replay_fraction=1.0),
+    "modx logit a0.5+r1": dict(method="modx", alpha=0.5, temperature=0.01, kl_reduction="mean", replay_fraction=1.0),
+    # beyond the paper: distil only the replayed pairs' rows (the teacher is their expert)
+    "modx a5+r1 on replay": dict(method="modx", alpha=5.0, replay_fraction=1.0, distill_on="replay"),
+    "modx a20+r1 on replay": dict(method="modx", alpha=20.0, replay_fraction=1.0, distill_on="replay"),
     "joint": dict(method="joint"),
 }
 RECIPE_SETS = {"baselines": BASELINES, "sweep": SWEEP}

@@ -42,6 +42,7 @@ def simulate(
     seed: int = typer.Option(0),
     epochs: int = typer.Option(20, help="epochs per phase"),
     first_epochs: int = typer.Option(30, help="epochs for CLIP_0 on domain 0"),
+    joint_epochs: Optional[int] = typer.Option(None, help="epochs of joint training per phase (default: CLIP_0's)"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(5e-4),
     alpha: float = typer.Option(20.0, help="Mod-X / LwF distillation weight"),
@@ -50,6 +51,7 @@ def simulate(
     replay: float = typer.Option(0.0, help="older pairs mixed in per new pair"),
     replay_policy: str = typer.Option("uniform", help="uniform | balanced | reservoir"),
     merge: float = typer.Option(0.0, help="WiSE-FT weight of the parent after each phase"),
+    distill_on: str = typer.Option("all", help="all | replay: the distillation rows (lwf, modx)"),
     sweep: list[str] = typer.Option([], help="a grid axis, e.g. --sweep alpha=5,20 --sweep replay_fraction=0,0.5; "
                                     "every combination runs, the best on validation is chosen"),
     work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir); reruns reuse them"),
@@ -65,10 +67,11 @@ def simulate(
     cfg = TrainConfig(
         method=method, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, temperature=temperature,
         kl_reduction=kl_reduction, replay_fraction=replay, replay_policy=replay_policy, merge=merge,
-        device=device, seed=seed,
+        distill_on=distill_on, device=device, seed=seed,
     )  # fmt: skip
     data = get_dataset(dataset, seed=seed) if dataset == "synthetic" else get_dataset(dataset)
-    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, work_dir=work_dir, pretrained=pretrained)
+    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, joint_epochs=joint_epochs, work_dir=work_dir,
+              pretrained=pretrained)  # fmt: skip
     if sweep:
         result = run_sweep(data, cfg, _parse_sweep(sweep), **kw)
         report = sweep_table(result) + "\n\nchosen recipe:\n" + table(result["results"][result["chosen"]])

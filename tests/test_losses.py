@@ -47,21 +47,22 @@ def test_gradient_reaches_the_student_only():
     assert s_img.grad.abs().sum() > 0 and s_txt.grad.abs().sum() > 0
 
 
-def reference_modx(s_img, s_txt, t_img, t_txt, temperature=1.0, reduction="sum", screening=True):
-    """Loops in float64, straight from the paper's description."""
+def reference_modx(s_img, s_txt, t_img, t_txt, temperature=1.0, reduction="sum", screening=True, only=None):
+    """Loops in float64, straight from the paper's description (`only`: the rows kept)."""
     s_img, s_txt, t_img, t_txt = (np.asarray(a, np.float64) for a in (s_img, s_txt, t_img, t_txt))
     n = len(s_img)
+    only = range(n) if only is None else only
 
     def direction(student, teacher):
         rows = []
-        for i in range(n):
+        for i in only:
             t_row, s_row = teacher[i] / temperature, student[i] / temperature
             if screening and int(np.argmax(t_row)) != i:
                 t_row = s_row
             p = np.exp(t_row - t_row.max()) / np.exp(t_row - t_row.max()).sum()
             q = np.exp(s_row - s_row.max()) / np.exp(s_row - s_row.max()).sum()
             rows.append(sum(p[j] * (math.log(p[j]) - math.log(q[j])) for j in range(n)))
-        return sum(rows) if reduction == "sum" else sum(rows) / n
+        return sum(rows) if reduction == "sum" else sum(rows) / len(rows)
 
     s, t = s_img @ s_txt.T, t_img @ t_txt.T
     return (direction(s, t) + direction(s.T, t.T)) / 2
@@ -78,6 +79,19 @@ def test_loss_equals_float64_reference(temperature, reduction, screening):
     assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6)
     # the example must exercise screening: some teacher rows misretrieve
     assert screen(t_img @ t_txt.T, s_img @ s_txt.T)[1].any()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_kl_on_chosen_rows_only(reduction):
+    """distill_on = "replay": only the replayed samples' rows count; all pairs stay columns."""
+    torch.manual_seed(2)
+    s_img, s_txt = F.normalize(torch.randn(6, 4), dim=-1), F.normalize(torch.randn(6, 4), dim=-1)
+    t_img, t_txt = F.normalize(s_img + 0.3 * torch.randn(6, 4), dim=-1), F.normalize(s_txt + 0.3 * torch.randn(6, 4), dim=-1)
+    rows = torch.tensor([False, True, False, True, True, False])
+    ours = modx_loss(s_img, s_txt, t_img, t_txt, 1.0, reduction, True, rows).item()
+    ref = reference_modx(s_img, s_txt, t_img, t_txt, 1.0, reduction, True, only=[1, 3, 4])
+    assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6) and ours > 0
+    assert modx_loss(s_img, s_txt, t_img, t_txt, rows=torch.zeros(6, dtype=torch.bool)).item() == 0.0
 
 
 def test_clip_loss_matches_hand_computation():

@@ -21,6 +21,7 @@ class TrainConfig:
     alpha: float = 20.0
     temperature: float = 1.0
     kl_reduction: str = "sum"  # sum | mean
+    distill_on: str = "all"  # all | replay: the KL's rows are every pair, or only the replayed ones
     cache_teacher: bool = True  # reuse teacher embeddings every epoch (augmentation off)
     augment: bool = False
     # EWC
@@ -44,6 +45,8 @@ class TrainConfig:
             raise ValueError(f"kl_reduction must be 'sum' or 'mean', not {self.kl_reduction!r}")
         if self.replay_policy not in ("uniform", "balanced", "reservoir"):
             raise ValueError(f"replay_policy must be uniform, balanced or reservoir, not {self.replay_policy!r}")
+        if self.distill_on not in ("all", "replay"):
+            raise ValueError(f"distill_on must be 'all' or 'replay', not {self.distill_on!r}")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0")
 
@@ -58,12 +61,18 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def key(self) -> dict:
+        """What identifies the recipe: the fields that differ from the defaults, after
+        `canonical()` (so adding a new option with a default changes no existing key)."""
+        default = asdict(TrainConfig())
+        return {k: v for k, v in asdict(self.canonical()).items() if v != default[k]}
+
     def canonical(self) -> "TrainConfig":
         """The same recipe with the fields its method ignores set to their defaults, so two
         configs that train the same model compare equal (e.g. ct with alpha 5 and with 20)."""
         default, ignored = TrainConfig(), {"cache_teacher", "checkpoint_every"}  # do not change the model
         if not self.distills:
-            ignored |= {"alpha", "temperature", "kl_reduction"}
+            ignored |= {"alpha", "temperature", "kl_reduction", "distill_on"}
         if self.method != "ewc":
             ignored |= {"ewc_lambda", "fisher_batches"}
         if self.method == "joint":

@@ -45,8 +45,10 @@ def cognition_kl(
     temperature: float = 1.0,
     reduction: str = "sum",
     screening: bool = True,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KL(softmax(teacher row) || softmax(student row)) over rows of similarity matrices."""
+    """KL(softmax(teacher row) || softmax(student row)) over rows of similarity matrices
+    (only the rows where the boolean mask `rows` is true, when given)."""
     student = student.float() / temperature
     teacher = teacher.detach().float() / temperature
     if screening:
@@ -54,6 +56,10 @@ def cognition_kl(
     log_p = F.log_softmax(teacher, dim=1)
     log_q = F.log_softmax(student, dim=1)
     per_row = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    if rows is not None:
+        per_row = per_row[rows]
+        if not len(per_row):
+            return student.new_zeros(())
     if reduction == "sum":
         return per_row.sum()
     if reduction == "mean":
@@ -69,12 +75,17 @@ def modx_loss(
     temperature: float = 1.0,
     reduction: str = "sum",
     screening: bool = True,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cognition-align loss, both directions averaged. `screening=False` is LwF-style."""
+    """Cognition-align loss, both directions averaged. `screening=False` is LwF-style.
+
+    `rows` (a boolean mask over the batch) restricts the KL to those samples' rows, e.g.
+    the replayed pairs; every pair of the batch is still a column of each row.
+    """
     student = image @ text.T
     teacher = teacher_image @ teacher_text.T
-    i2t = cognition_kl(student, teacher, temperature, reduction, screening)
-    t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening)
+    i2t = cognition_kl(student, teacher, temperature, reduction, screening, rows)
+    t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening, rows)
     return (i2t + t2i) / 2
 
 

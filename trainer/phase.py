@@ -136,11 +136,13 @@ def phase_loss(
     teacher=None,
     teacher_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ewc: tuple[dict, dict] | None = None,
+    distill_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss of one batch: InfoNCE (+ alpha * Mod-X/LwF KL) (+ EWC penalty).
 
     `model` is what runs the forward (maybe compiled), `student` the module it wraps.
     The teacher's embeddings come from `teacher_emb` (cache) or a live `teacher` forward.
+    `distill_rows` limits the KL to those samples' rows (cfg.distill_on = "replay").
     """
     device = images.device
     with autocast(device):
@@ -152,7 +154,8 @@ def phase_loss(
                 teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
                                F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
         if teacher_emb is not None:
-            loss = loss + cfg.alpha * modx_loss(img, txt, *teacher_emb, cfg.temperature, cfg.kl_reduction, cfg.screening)
+            kl = modx_loss(img, txt, *teacher_emb, cfg.temperature, cfg.kl_reduction, cfg.screening, distill_rows)
+            loss = loss + cfg.alpha * kl
         if ewc is not None:
             loss = loss + cfg.ewc_lambda * ewc_penalty(student, *ewc)
     return loss
@@ -218,6 +221,7 @@ def train_phase(
     student, preprocess, tokenizer, parent_record = load_snapshot(parent, device)
     replayed = sample_replay(replay, cfg, len(pairs))
     data = prepare(list(pairs) + replayed, preprocess, tokenizer)
+    is_replay = torch.arange(len(data)) >= len(pairs)
     if len(data) < 2:
         raise ValueError(f"a phase needs at least 2 pairs to train, got {len(data)}")
 
@@ -252,8 +256,9 @@ def train_phase(
             if cfg.augment:
                 images = augment(images, aug_gen)
             teacher_emb = (cached[0][idx.to(device)], cached[1][idx.to(device)]) if cached is not None else None
+            rows = is_replay[idx].to(device) if cfg.distill_on == "replay" else None
             loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
-                              ewc=(fisher, anchor) if fisher else None)  # fmt: skip
+                              ewc=(fisher, anchor) if fisher else None, distill_rows=rows)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,7 +1,8 @@
 """The offline continual protocol (the paper's Experiment A) on any Dataset.
 
 Phase 0 trains CLIP_0 on domain 0 from a fresh model; phase t >= 1 trains on domain t from
-the previous snapshot (joint: on domains 0..t from CLIP_0). After every phase every
+the previous snapshot (joint, the upper bound: on domains 0..t from CLIP_0, with CLIP_0's
+epochs unless told otherwise, so it is trained as fully as CLIP_0 was). After every phase every
 domain's probe is evaluated (and its validation split, and any `dataset.eval_splits`, and
 its train split for retention); drift is measured on all probes between phases.
 
@@ -63,9 +64,13 @@ def clip0_config(cfg: TrainConfig, first_epochs: int | None) -> TrainConfig:
                      replay_fraction=0.0, merge=0.0)  # fmt: skip
 
 
-def joint_samples(sizes: list[int], cfg: TrainConfig) -> list[int]:
-    """Samples joint training processes per phase: all data so far, from CLIP_0, same epochs."""
-    return [phase_samples(sum(sizes[: t + 1]), cfg) for t in range(len(sizes))]
+def joint_config(cfg: TrainConfig, epochs: int) -> TrainConfig:
+    return cfg.with_(method="ct", epochs=epochs, replay_fraction=0.0, merge=0.0)
+
+
+def joint_samples(sizes: list[int], joint_cfg: TrainConfig) -> list[int]:
+    """Samples joint training processes per phase: all data so far, from CLIP_0."""
+    return [phase_samples(sum(sizes[: t + 1]), joint_cfg) for t in range(len(sizes))]
 
 
 def evaluation_sets(dataset: Dataset, domains: list[str]) -> dict[str, dict[str, list[Pair]]]:
@@ -81,6 +86,7 @@ def simulate(
     model_name: str = "modx-tiny",
     phases: int | None = None,
     first_epochs: int | None = None,
+    joint_epochs: int | None = None,
     work_dir: Path | None = None,
     pretrained: str | None = None,
 ) -> dict:
@@ -90,12 +96,14 @@ def simulate(
     work = Path(work_dir or tempfile.mkdtemp(prefix="modx-sim-"))
     data_key = dataset_key(dataset)
     cfg0 = clip0_config(cfg, first_epochs)
-    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.canonical().to_dict())}"
+    joint = joint_config(cfg, joint_epochs or cfg0.epochs)
+    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
     base.mkdir(parents=True, exist_ok=True)
     init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
     clip0 = _trained(base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out,
                                                                        version=0, phase=0))  # fmt: skip
-    run = work / f"{cfg.method}-{digest(base.name, data_key, domains, cfg.canonical().to_dict())}"
+    recipe = joint if cfg.method == "joint" else cfg
+    run = work / f"{cfg.method}-{digest(base.name, data_key, domains, recipe.key())}"
     run.mkdir(parents=True, exist_ok=True)
 
     results, prev, prev_ev = [], clip0, None
@@ -104,8 +112,7 @@ def simulate(
             path = clip0
         elif cfg.method == "joint":
             seen = [p for d in domains[: t + 1] for p in dataset.train(d)]
-            path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, cfg.with_(method="ct", merge=0.0), out,
-                                                                             version=t, phase=t))  # fmt: skip
+            path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t))
         else:
             past = [dataset.train(d) for d in domains[:t]]
             path = _trained(run / snapshot_name(t), lambda out: train_phase(prev, dataset.train(domain), cfg, out,
@@ -128,8 +135,9 @@ def simulate(
         "domains": domains,
         "config": cfg.to_dict(),
         "first_epochs": cfg0.epochs,
+        "joint_epochs": joint.epochs,
         "phases": results,
-        "summary": summarize(results, domains, sizes, cfg),
+        "summary": summarize(results, domains, sizes, cfg, joint),
     }
 
 
@@ -143,11 +151,12 @@ def accuracy_matrix(results: list[dict], domains: list[str], split: str = "probe
     return np.array([[key(row[d]) for d in domains] for row in rows])
 
 
-def compute(results: list[dict], sizes: list[int], cfg: TrainConfig) -> dict:
-    """Samples processed per phase after CLIP_0, against the new phase alone and against joint."""
+def compute(results: list[dict], sizes: list[int], cfg: TrainConfig, joint_cfg: TrainConfig) -> dict:
+    """Samples processed per phase after CLIP_0, against fine-tuning on the new phase alone
+    (same epochs) and against joint training (the upper bound's epochs)."""
     samples = [e["train"]["samples"] for e in results[1:]]
     new = [phase_samples(n, cfg) for n in sizes[1:]]
-    joint = joint_samples(sizes, cfg)[1:]
+    joint = joint_samples(sizes, joint_cfg)[1:]
     return {
         "samples": samples,
         "teacher_forwards": [e["train"].get("teacher_forwards", 0) for e in results[1:]],
@@ -157,7 +166,7 @@ def compute(results: list[dict], sizes: list[int], cfg: TrainConfig) -> dict:
     }
 
 
-def summarize(results: list[dict], domains: list[str], sizes: list[int], cfg: TrainConfig) -> dict:
+def summarize(results: list[dict], domains: list[str], sizes: list[int], cfg: TrainConfig, joint_cfg: TrainConfig) -> dict:
     splits = ["probe", *results[0]["splits"]]
     by_split = {}
     for split in splits:
@@ -168,7 +177,7 @@ def summarize(results: list[dict], domains: list[str], sizes: list[int], cfg: Tr
         "metric": "R@1, mean of i2t and t2i",
         "samples": sum(e["train"]["samples"] for e in results[1:]),
         "splits": {s: v for s, v in by_split.items() if s != "probe"},
-        "compute": compute(results, sizes, cfg),
+        "compute": compute(results, sizes, cfg, joint_cfg),
     }
 
 

@@ -1,9 +1,9 @@
 """Re-embed the gallery with a snapshot, build its index, and add incremental segments.
 
 The gallery is a stream of `(pair id, image)` records (image: encoded bytes or a PIL
-image); it is consumed batch by batch, never loaded whole. Worker threads decode (and,
-when the encoder has a `prepare` method, preprocess) the next batch while the current one
-is encoded.
+image), or `(pair id, caption)` records for the caption index; it is consumed batch by
+batch, never loaded whole. Worker threads decode (and, when the encoder has a `prepare`
+method, preprocess) the next batch while the current one is encoded.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from PIL import Image
 
 from indexer.index import Index, as_matrix, next_segment, save_index, save_segment
 from trainer.data import decode_image
-from trainer.embed import embed_image_tensor
+from trainer.embed import embed_image_tensor, embed_token_tensor
 
 log = logging.getLogger(__name__)
 
-Record = tuple[str, "bytes | Image.Image"]
+Record = tuple[str, "bytes | Image.Image | str"]  # (pair id, image; or caption for the text index)
 EncodeFn = Callable[[list[Any]], np.ndarray]  # list[PIL.Image] (or prepared items) -> (n, d)
 
 
@@ -62,6 +62,18 @@ class SnapshotImageEncoder:
             return embed_image_tensor(self.model, x, self.batch_size).cpu().numpy()
 
 
+class SnapshotTextEncoder:
+    """`encode_fn` for a snapshot's text tower: (pair id, caption) records -> embeddings."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable, batch_size: int = 256):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.dim = int(model.text_projection.shape[1])
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        with eval_mode(self.model):
+            return embed_token_tensor(self.model, self.tokenizer(list(texts)), self.batch_size).cpu().numpy()
+
+
 # --------------------------------------------------------------------------- embedding
 
 
@@ -71,8 +83,11 @@ def batched(iterable: Iterable, n: int) -> Iterator[list]:
         yield batch
 
 
-def _load(image: bytes | Image.Image, prepare: Callable | None) -> Any:
-    pil = image.convert("RGB") if isinstance(image, Image.Image) else decode_image(image)
+def _load(item: str | bytes | Image.Image, prepare: Callable | None) -> Any:
+    """A record's payload ready for the encoder: texts as they are, images decoded."""
+    if isinstance(item, str):
+        return item
+    pil = item.convert("RGB") if isinstance(item, Image.Image) else decode_image(item)
     return prepare(pil) if prepare else pil
 
 

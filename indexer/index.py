@@ -48,9 +48,16 @@ Hit = tuple[str, float]
 # --------------------------------------------------------------------------- helpers
 
 
-def index_dir(data_dir: str | Path, snapshot: int) -> Path:
-    """`<data_dir>/indexes/v<snapshot:06d>`."""
-    return Path(data_dir) / "indexes" / snapshot_name(snapshot)
+MODALITIES = ("image", "text")
+
+
+def index_dir(data_dir: str | Path, snapshot: int, modality: str = "image") -> Path:
+    """`<data_dir>/indexes/v<snapshot:06d>` for the images, `indexes/text/v<snapshot:06d>`
+    for the captions (image -> text search)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
+    root = Path(data_dir) / "indexes"
+    return (root if modality == "image" else root / "text") / snapshot_name(snapshot)
 
 
 def as_matrix(x: np.ndarray | torch.Tensor, dim: int | None = None) -> np.ndarray:
@@ -654,16 +661,18 @@ def iter_segments(directory: str | Path, after: int = -1) -> Iterator[tuple[int,
 
 @dataclass(frozen=True, eq=False)
 class Serving:
-    """What answers a search: one snapshot's text encoder and the index it embedded.
+    """What answers a search: one snapshot's encoders and the indexes it embedded.
 
-    `encode_text(texts) -> (n, d) normalised` and `model` (e.g. (model, tokenizer)) are
-    whatever the caller needs; both belong to `snapshot`.
+    `index` holds the gallery's images, `texts` (optional) their captions. `encode_text(texts)
+    -> (n, d) normalised` and `model` (e.g. (model, preprocess, tokenizer)) are whatever the
+    caller needs; all belong to `snapshot`.
     """
 
     snapshot: int
     index: Index
     encode_text: Callable[[Sequence[str]], np.ndarray] | None = None
     model: Any = None
+    texts: Index | None = None
 
     def search_texts(self, texts: Sequence[str], k: int, **kw) -> list[list[Hit]]:
         if self.encode_text is None:
@@ -697,23 +706,30 @@ class IndexHolder:
 
     def swap(self, serving: Serving) -> Serving | None:
         """Serve `serving` from now on; returns the pair it replaced."""
-        if self.strict and serving.index.snapshot != serving.snapshot:
-            raise ValueError(
-                f"index embedded by snapshot {serving.index.snapshot} cannot serve queries of snapshot {serving.snapshot}"
-            )
+        for index in (serving.index, serving.texts):
+            if self.strict and index is not None and index.snapshot != serving.snapshot:
+                raise ValueError(
+                    f"index embedded by snapshot {index.snapshot} cannot serve queries of snapshot {serving.snapshot}"
+                )
         with self._lock:
             old, self._serving = self._serving, serving
         return old
 
 
 def load_serving(
-    snapshot_dir: str | Path, index_directory: str | Path, device: str = "cpu", index_device: str = "auto"
+    snapshot_dir: str | Path,
+    index_directory: str | Path,
+    device: str = "cpu",
+    index_device: str = "auto",
+    text_directory: str | Path | None = None,
 ) -> Serving:
-    """Load a snapshot's model and the index it embedded as one serving pair."""
+    """Load a snapshot's model and the indexes it embedded (images; captions if given) as one."""
     from trainer.embed import encode_texts
     from trainer.snapshot import load_snapshot
 
     model, preprocess, tokenizer, record = load_snapshot(Path(snapshot_dir), device)
     model.eval()
     index = load_index(index_directory, index_device)
-    return Serving(record["version"], index, functools.partial(encode_texts, model, tokenizer), (model, preprocess, tokenizer))
+    texts = load_index(text_directory, index_device) if text_directory is not None else None
+    return Serving(record["version"], index, functools.partial(encode_texts, model, tokenizer),
+                   (model, preprocess, tokenizer), texts)  # fmt: skip

@@ -1,5 +1,5 @@
-"""What the API serves: the (snapshot, index) pair named by the serving pointer, plus a
-catalog of each pair's text and metadata for search results.
+"""What the API serves: the snapshot and its indexes (images and captions) named by the
+serving pointer, plus a catalog of each pair's text and metadata for search results.
 
 A background thread follows the pointer: when it names a new pair, the snapshot and its
 index are loaded and swapped in as one object (indexer.index.IndexHolder); otherwise new
@@ -51,12 +51,15 @@ class ServingState:
         current = self.holder.get() if self.holder.ready else None
         if current is None or current.snapshot != pointer["snapshot"] or current.index.snapshot != pointer["index"]:
             serving = load_serving(snapshot_dir(self.data_dir, pointer["snapshot"]),
-                                   index_dir(self.data_dir, pointer["index"]), self.device, self.index_device)  # fmt: skip
+                                   index_dir(self.data_dir, pointer["index"]), self.device, self.index_device,
+                                   index_dir(self.data_dir, pointer["index"], "text"))  # fmt: skip
             self.holder.swap(serving)
             self.swaps += 1
             log.info("serving snapshot %d with index %d (%d pairs)", serving.snapshot, serving.index.snapshot, serving.index.size)
         else:
-            current.index.refresh()
+            for index in (current.index, current.texts):
+                if index is not None:
+                    index.refresh()
         self.catalog.refresh()
 
     def run(self, stop: threading.Event, interval_s: float) -> None:

@@ -20,8 +20,8 @@ from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.snapshot import load_snapshot, write_json_atomic
 
-from indexer.gallery import SnapshotImageEncoder, add_segment, reindex
-from indexer.index import index_dir, load_index
+from indexer.gallery import SnapshotImageEncoder, SnapshotTextEncoder, add_segment, reindex
+from indexer.index import MODALITIES, Index, index_dir, load_index
 from service import buffer
 from service import metrics
 from service.registry import Registry
@@ -29,6 +29,7 @@ from service.settings import Settings
 from service.training import Outcome, ensure_clip0, snapshot_dir, snapshot_summary, train_and_evaluate
 
 log = logging.getLogger("modx.workers")
+BUILD_ORDER = ("text", "image")  # the caption index first: the image index's directory marks both built
 
 
 def train_config(s: Settings) -> TrainConfig:
@@ -129,14 +130,19 @@ def run_trainer(s: Settings, stop: threading.Event) -> None:
 
 
 class IndexerWorker:
-    """Keeps indexes/v<snapshot> in step with the serving snapshot and the gallery."""
+    """Keeps indexes/v<snapshot> (images) and indexes/text/v<snapshot> (captions) in step
+    with the serving snapshot and the gallery."""
 
     def __init__(self, s: Settings, registry: Registry):
         self.s, self.registry = s, registry
         self.version: int | None = None
-        self.encoder: SnapshotImageEncoder | None = None
-        self.index = None
+        self.encoders: dict[str, SnapshotImageEncoder | SnapshotTextEncoder] = {}
+        self.indexes: dict[str, Index] = {}
         self.tail = buffer.PhaseTail(s.data_dir)
+
+    @property
+    def index(self) -> Index | None:
+        return self.indexes.get("image")
 
     def target(self) -> int | None:
         """The snapshot whose index should serve: the newest accepted one, or with
@@ -147,31 +153,34 @@ class IndexerWorker:
                 return served
         return serving_snapshot(self.registry)
 
-    def new_records(self):
-        """(id, image bytes) of the pairs written since the last call (open phase included)
-        that the index does not hold yet."""
-        data_dir = Path(self.s.data_dir)
-        for _, r in self.tail.new():
-            if self.index is None or r.id not in self.index:
-                yield r.id, (data_dir / r.image).read_bytes()
+    def new_records(self) -> dict[str, list]:
+        """The pairs written since the last call (open phase included) that the indexes do
+        not hold yet, as (id, image bytes) and (id, caption) streams."""
+        data_dir, fresh = Path(self.s.data_dir), [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())]
+        return {"image": ((r.id, (data_dir / r.image).read_bytes()) for r in fresh),
+                "text": [(r.id, r.text) for r in fresh]}  # fmt: skip
 
-    def load_encoder(self, version: int) -> None:
-        model, preprocess, _, _ = load_snapshot(snapshot_dir(self.s.data_dir, version), self.s.device)
-        self.encoder = SnapshotImageEncoder(model.eval(), preprocess, self.s.embed_batch_size)
+    def load_encoders(self, version: int) -> None:
+        model, preprocess, tokenizer, _ = load_snapshot(snapshot_dir(self.s.data_dir, version), self.s.device)
+        model.eval()
+        self.encoders = {"image": SnapshotImageEncoder(model, preprocess, self.s.embed_batch_size),
+                         "text": SnapshotTextEncoder(model, tokenizer, self.s.embed_batch_size)}  # fmt: skip
 
     def rebuild(self, version: int) -> None:
-        """Re-embed the whole gallery with `version` and publish its index, then serve the pair."""
+        """Re-embed the whole gallery with `version` and publish its indexes, then serve them."""
         t0 = time.perf_counter()
-        self.load_encoder(version)
-        self.version, self.index = version, None
+        self.load_encoders(version)
+        self.version, self.indexes = version, {}
         self.tail = buffer.PhaseTail(self.s.data_dir)  # the whole gallery, then what comes after it
-        out = index_dir(self.s.data_dir, version)
-        if out.exists():  # published before a restart: add what came since
-            self.index = load_index(out, "cpu")
-            self.add_new()
+        if all(index_dir(self.s.data_dir, version, m).exists() for m in MODALITIES):  # before a restart
+            self.indexes = {m: load_index(index_dir(self.s.data_dir, version, m), "cpu") for m in MODALITIES}
+            self.add_new()  # what came since
         else:
-            self.index = reindex(version, self.new_records(), self.encoder, out, self.s.index_kind,
-                                 batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
+            records = self.new_records()
+            for modality in BUILD_ORDER:
+                self.indexes[modality] = reindex(
+                    version, records[modality], self.encoders[modality], index_dir(self.s.data_dir, version, modality),
+                    self.s.index_kind, batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
         pointer = {"snapshot": version, "index": version}
         write_json_atomic(Path(self.s.data_dir) / "serving.json", pointer)
         self.registry.set_serving(**pointer)
@@ -179,14 +188,17 @@ class IndexerWorker:
         log.info("index v%d: %d pairs in %.1fs", version, self.index.size, time.perf_counter() - t0)
 
     def add_new(self) -> int:
-        """Embed pairs that are not in the index yet with the serving snapshot (a segment)."""
-        directory = index_dir(self.s.data_dir, self.version)
-        _, n = add_segment(directory, self.new_records(), self.encoder, self.version, known=self.index,
-                           batch_size=self.s.embed_batch_size)  # fmt: skip
-        if n:
-            self.index.refresh(directory)
+        """Embed pairs that are not in the indexes yet with the serving snapshot (a segment each)."""
+        records, added = self.new_records(), {}
+        for modality in BUILD_ORDER:
+            directory = index_dir(self.s.data_dir, self.version, modality)
+            _, added[modality] = add_segment(directory, records[modality], self.encoders[modality], self.version,
+                                             known=self.indexes[modality], batch_size=self.s.embed_batch_size)  # fmt: skip
+            if added[modality]:
+                self.indexes[modality].refresh(directory)
+        if any(added.values()):
             self.report()
-        return n
+        return added["image"]
 
     def report(self) -> None:
         metrics.INDEX_VERSION.set(self.version)

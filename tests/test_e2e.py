@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -28,6 +29,8 @@ PHASES, PAIRS = 3, 96
 @pytest.fixture(scope="module")
 def stack(kafka, redis_server, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("e2e")
+    with redis.Redis.from_url(redis_server) as r:
+        r.flushdb()  # what earlier tests left in the shared server is not this stack's
     env = {
         "MODX_DATA_DIR": str(data_dir), "MODX_KAFKA_BOOTSTRAP": kafka, "MODX_REDIS_URL": redis_server,
         "MODX_TOPIC": "e2e.pairs", "MODX_DLQ_TOPIC": "e2e.pairs.dlq", "MODX_CONSUMER_GROUP": "e2e",
@@ -124,6 +127,11 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     assert filtered["results"] and all(h["metadata"]["domain"] == "basic" for h in filtered["results"])
     image_query = client.post("/v1/search", json={"image": base64.b64encode(pair.image).decode(), "k": 1}).json()
     assert image_query["results"][0]["id"] == pair.id  # its own image is its nearest neighbour
+    by_text = client.post("/v1/search", json={"text": pair.text, "target": "text", "k": 1}).json()
+    assert by_text["target"] == "text" and by_text["results"][0]["text"] == pair.text  # its own caption first
+    to_text = client.post("/v1/search", json={"image": base64.b64encode(pair.image).decode(), "target": "text",
+                                              "k": 5}).json()  # image -> text: captions ranked
+    assert to_text["snapshot"] == to_text["index"] == 3 and len(to_text["results"]) == 5
     img = client.get(f"/v1/images/{pair.id}")
     assert img.status_code == 200 and img.content == pair.image and img.headers["content-type"] == "image/png"
 

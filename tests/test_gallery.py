@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from indexer.gallery import SnapshotImageEncoder, add_segment, embed_records, iter_gallery, reindex
+from indexer.gallery import SnapshotImageEncoder, SnapshotTextEncoder, add_segment, embed_records, iter_gallery, reindex
 from indexer.index import IndexHolder, index_dir, load_index, load_serving, segment_numbers
 
 D = 16
@@ -149,6 +149,18 @@ def test_tiny_model_gallery_roundtrip(tmp_path, tiny):
     vectors, ids = embed_records(recs, enc, batch_size=6)
     np.testing.assert_allclose(vectors, expected, atol=1e-4)
     assert [hits[0][0] for hits in index.search(expected, 1)] == ids
+
+
+def test_caption_index_ranks_a_caption_first_for_itself(tmp_path, tiny):
+    from trainer.embed import encode_texts
+
+    model, _, tokenizer = tiny
+    captions = [(f"t{i}", f"a {size} {colour} square") for i, (size, colour) in
+                enumerate((s, c) for s in ("small", "large") for c in ("red", "green", "blue"))]  # fmt: skip
+    index = reindex(0, captions, SnapshotTextEncoder(model, tokenizer), index_dir(tmp_path, 0, "text"), kind="flat")
+    assert index.size == 6 and index_dir(tmp_path, 0, "text") == tmp_path / "indexes" / "text" / "v000000"
+    queries = encode_texts(model, tokenizer, [text for _, text in captions])
+    assert [hits[0][0] for hits in index.search(queries, 1)] == [pid for pid, _ in captions]
 
 
 def test_load_serving_pairs_snapshot_with_index(tmp_path, tiny):

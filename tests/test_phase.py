@@ -27,7 +27,7 @@ import torch.nn.functional as F
 @pytest.fixture(scope="module")
 def data():
     ds = SyntheticDataset(n_domains=2, pairs_per_domain=96, seed=3)
-    return ds.train("basic"), ds.train("outline")
+    return ds.train("basic"), ds.train("blocky")
 
 
 @pytest.fixture()

@@ -98,7 +98,8 @@ def test_reindex_full_follows_snapshots_and_keep_stays(worker_settings, stream, 
     bootstrap(s, registry)
     indexer = IndexerWorker(s, registry)
     indexer.tick()
-    assert registry.serving() == {"snapshot": 0, "index": 0} and indexer.index.size == 2 * PAIRS
+    assert registry.serving() == {"snapshot": 0, "index": 0}
+    assert indexer.index.size == indexer.indexes["text"].size == 2 * PAIRS
     for phase in (1, 2):
         train_next(s, registry)
         indexer.tick()

@@ -1,9 +1,14 @@
-"""POST /v1/search: text (or image) query against the serving index."""
+"""POST /v1/search: a text or image query against the serving snapshot's indexes.
+
+`target` picks what is ranked: the gallery's images (text -> image, image -> image) or its
+captions (image -> text, text -> text). Either way the hits are pairs, with their text and
+metadata, and the answer names the snapshot that encoded the query and embedded the index.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
@@ -20,8 +25,9 @@ router = APIRouter(tags=["search"])
 
 
 class SearchRequest(BaseModel):
-    text: str | None = Field(None, min_length=1, max_length=1000, description="text query (text -> image)")
-    image: str | None = Field(None, description="base64 PNG/JPEG/WebP query (image -> image, with the pairs' texts)")
+    text: str | None = Field(None, min_length=1, max_length=1000, description="text query")
+    image: str | None = Field(None, description="base64 PNG/JPEG/WebP query")
+    target: Literal["image", "text"] = Field("image", description="rank the gallery's images or its captions")
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     filter: dict[str, Any] | None = Field(None, description="metadata key -> required value")
@@ -43,6 +49,7 @@ class Hit(BaseModel):
 class SearchResponse(BaseModel):
     snapshot: int
     index: int
+    target: Literal["image", "text"]
     results: list[Hit]
 
 
@@ -68,7 +75,10 @@ def search(req: SearchRequest, state: ServingState = Depends(get_serving), limit
     query = encode_query(serving, req, limits)
     wanted = req.filter or {}
     filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
-    hits = serving.index.search(query, req.k, min_score=req.min_score, filter_fn=filter_fn)[0]
+    index = serving.index if req.target == "image" else serving.texts
+    if index is None:
+        raise api_error(503, "not_ready", "no caption index is loaded for this snapshot yet")
+    hits = index.search(query, req.k, min_score=req.min_score, filter_fn=filter_fn)[0]
     results = [Hit(id=pid, score=score, text=state.catalog.get(pid)[0], metadata=state.catalog.get(pid)[1]) for pid, score in hits]
     metrics.SEARCH_LATENCY.observe(time.perf_counter() - t0)
-    return SearchResponse(snapshot=serving.snapshot, index=serving.index.snapshot, results=results)
+    return SearchResponse(snapshot=serving.snapshot, index=index.snapshot, target=req.target, results=results)

@@ -1,6 +1,6 @@
 """Continual benchmark: the paper's Experiment A on emoji styles, recipes x seeds.
 
-    python -m bench.continual --preset cpu --out bench/results/emoji-cpu             # baselines, 3 seeds
+    python -m bench.continual --preset cpu --out bench/results/emoji-cpu             # final recipes, 3 seeds
     python -m bench.continual --preset cpu --recipes sweep --seeds 0 --out bench/results/emoji-cpu-sweep
     python -m bench.continual --preset gpu --out bench/results/emoji-gpu             # ViT-B-32 from scratch
     python -m bench.continual --preset smoke --out /tmp/smoke                        # seconds, synthetic
@@ -72,7 +72,11 @@ SWEEP = {
     "modx a20+r1 on replay": dict(method="modx", alpha=20.0, replay_fraction=1.0, distill_on="replay"),
     "joint": dict(method="joint"),
 }
-RECIPE_SETS = {"baselines": BASELINES, "sweep": SWEEP}
+CONVERGED_JOINT = "joint long"  # joint trained per phase for as many epochs as CLIP_0 was
+RECIPES = BASELINES | SWEEP | {CONVERGED_JOINT: dict(method="joint")}
+FINAL = ["ct", "ewc", "lwf", "modx", "ct+r1", "ct+r1 balanced", "modx logit a0.5+r1", "modx a5+r1 on replay",
+         "joint", CONVERGED_JOINT]  # the baselines, the chosen recipe and the runners-up, both joints
+RECIPE_SETS = {"baselines": BASELINES, "sweep": SWEEP, "final": {n: RECIPES[n] for n in FINAL}}
 SPLITS = ("train", "probe", "validation", "test")
 
 
@@ -129,28 +133,26 @@ def matrix_table(runs: dict, split: str) -> list[str]:
 
 
 def continual_table(runs: dict, split: str) -> list[str]:
-    """Average, forgetting, BWT, samples processed, and the distance to joint per style."""
-    joint = runs.get("joint")
+    """Average, forgetting, BWT, samples processed, and the distance to each joint run."""
+    joints = [n for n, seeds in runs.items() if next(iter(seeds.values()))["method"] == "joint"]
     header = "| recipe | average | forgetting | BWT | samples × new phase | samples × joint |"
-    if joint:
-        header += " % of joint average | min over styles of % of joint |"
+    for j in joints:
+        header += f" % of `{j}` average | min over styles of % of `{j}` |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name, seeds in runs.items():
         results = list(seeds.values())
         s = [summary_of(r, split) for r in results]
-        row = [fmt([x["average"] for x in s]), fmt([x["forgetting"] for x in s]), fmt([x["bwt"] for x in s])]
-        row += [fmt([max(r["summary"]["compute"]["vs_new"]) for r in results], 2),
-                fmt([r["summary"]["compute"]["total_vs_joint"] for r in results], 2)]  # fmt: skip
-        if joint:
+        row = [fmt([x["average"] for x in s]), fmt([x["forgetting"] for x in s]), fmt([x["bwt"] for x in s]),
+               fmt([max(r["summary"]["compute"]["vs_new"]) for r in results], 2),
+               fmt([r["summary"]["compute"]["total_vs_joint"] for r in results], 2)]  # fmt: skip
+        for j in joints:
             ratios, worst = [], []
             for seed, r in seeds.items():
-                j = joint.get(seed)
-                if j is None:
-                    continue
-                final, jfinal = summary_of(r, split)["matrix"][-1], summary_of(j, split)["matrix"][-1]
-                ratios.append(np.mean(final) / np.mean(jfinal))
-                worst.append(min(f / jf for f, jf in zip(final, jfinal) if jf > 0))
-            row += [fmt(np.array(ratios) * 100, 1) if ratios else "-", fmt(np.array(worst) * 100, 1) if worst else "-"]
+                if seed in runs[j]:
+                    final, jfinal = summary_of(r, split)["matrix"][-1], summary_of(runs[j][seed], split)["matrix"][-1]
+                    ratios.append(100 * np.mean(final) / np.mean(jfinal))
+                    worst.append(100 * min(f / jf for f, jf in zip(final, jfinal) if jf > 0))
+            row += [fmt(ratios, 1) if ratios else "-", fmt(worst, 1) if worst else "-"]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return lines
 
@@ -264,8 +266,7 @@ def plot(result: dict, out: Path) -> list[Path]:
 
 def run(args) -> dict:
     preset = PRESETS[args.preset]
-    recipes = RECIPE_SETS[args.recipes] if args.recipes in RECIPE_SETS else {
-        n: (BASELINES | SWEEP)[n] for n in args.recipes.split(",")}  # fmt: skip
+    recipes = RECIPE_SETS.get(args.recipes) or {n: RECIPES[n] for n in args.recipes.split(",")}
     base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
     dataset = get_dataset(preset["dataset"], **preset["dataset_kw"])
     runs: dict[str, dict[int, dict]] = {}
@@ -273,8 +274,9 @@ def run(args) -> dict:
         for name, fields_ in recipes.items():
             cfg = base.with_(seed=seed, **fields_)
             print(f"== {name} seed {seed}", flush=True)
+            joint_epochs = args.first_epochs if name == CONVERGED_JOINT else None
             runs.setdefault(name, {})[seed] = simulate(dataset, cfg, model_name=args.model, first_epochs=args.first_epochs,
-                                                       work_dir=args.work_dir)  # fmt: skip
+                                                       joint_epochs=joint_epochs, work_dir=args.work_dir)  # fmt: skip
     result = {"benchmark": "continual", "preset": args.preset,
               "args": {k: v for k, v in vars(args).items() if k not in ("work_dir", "argv")},
               "recipes": recipes, "machine": machine(args.device, command("bench.continual", args.argv)),
@@ -286,7 +288,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--recipes", default="baselines", help="baselines | sweep | comma-separated recipe names")
+    p.add_argument("--recipes", default="final", help="final | baselines | sweep | comma-separated recipe names")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
     p.add_argument("--model")
     p.add_argument("--first-epochs", type=int)

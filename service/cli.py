@@ -42,7 +42,7 @@ def simulate(
     seed: int = typer.Option(0),
     epochs: int = typer.Option(20, help="epochs per phase"),
     first_epochs: int = typer.Option(30, help="epochs for CLIP_0 on domain 0"),
-    joint_epochs: Optional[int] = typer.Option(None, help="epochs of joint training per phase (default: CLIP_0's)"),
+    joint_epochs: Optional[int] = typer.Option(None, help="epochs of joint training per phase (default: --epochs)"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(5e-4),
     alpha: float = typer.Option(20.0, help="Mod-X / LwF distillation weight"),

@@ -1,8 +1,9 @@
 """The offline continual protocol (the paper's Experiment A) on any Dataset.
 
 Phase 0 trains CLIP_0 on domain 0 from a fresh model; phase t >= 1 trains on domain t from
-the previous snapshot (joint, the upper bound: on domains 0..t from CLIP_0, with CLIP_0's
-epochs unless told otherwise, so it is trained as fully as CLIP_0 was). After every phase every
+the previous snapshot (joint, the upper bound: on domains 0..t from CLIP_0, with the same
+epochs per phase unless `joint_epochs` says otherwise, e.g. CLIP_0's for a joint model
+trained as fully as CLIP_0 was). After every phase every
 domain's probe is evaluated (and its validation split, and any `dataset.eval_splits`, and
 its train split for retention); drift is measured on all probes between phases.
 
@@ -96,7 +97,7 @@ def simulate(
     work = Path(work_dir or tempfile.mkdtemp(prefix="modx-sim-"))
     data_key = dataset_key(dataset)
     cfg0 = clip0_config(cfg, first_epochs)
-    joint = joint_config(cfg, joint_epochs or cfg0.epochs)
+    joint = joint_config(cfg, joint_epochs or cfg.epochs)
     base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
     base.mkdir(parents=True, exist_ok=True)
     init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)

@@ -55,6 +55,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         linger_ms=5,
+        batch_size=1 << 20,  # a request's pairs travel in a few record batches, not one batch per ~13 KB pair
         max_request_size=max_message_bytes(settings),
         bootstrap_timeout_ms=timeout_ms,
         max_block_ms=timeout_ms,

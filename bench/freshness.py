@@ -22,9 +22,8 @@ processes (bench.ingest.service_stack) on a temporary MODX_DATA_DIR, then:
    ride along in phase 2).
 
 The poll intervals are the service's defaults unless given: MODX_INDEX_POLL_S (indexer
-segments), MODX_WORKER_POLL_S (trainer), MODX_CONSUMER_POLL_MS; the API's serving poller
-(service.serving.ServingState.run) follows the pointer and loads new segments every 0.5 s,
-which is not a setting.
+segments), MODX_WORKER_POLL_S (trainer), MODX_CONSUMER_POLL_MS, MODX_SERVING_POLL_S (the
+API following the pointer and loading new segments).
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ PRESETS = {  # pairs per phase; fresh: single pairs timed after phase 1; epochs 
 }  # fmt: skip
 TARGET_FRESH_S = 5.0
 TARGET_SEAL_S = {"gpu": 60.0}
-API_SERVING_POLL_S = 0.5  # service.serving.ServingState.run's default; create_app does not change it
 POST_BATCH = 256
 
 
@@ -181,7 +179,7 @@ def run(args) -> dict:
                  stack, args.timeout)  # fmt: skip
         startup_s = time.perf_counter() - t0
         settings = {k: stack.env.get(f"MODX_{k.upper()}", Settings.model_fields[k].default)
-                    for k in ("index_poll_s", "worker_poll_s", "consumer_poll_ms")}  # fmt: skip
+                    for k in ("index_poll_s", "worker_poll_s", "consumer_poll_ms", "serving_poll_s")}  # fmt: skip
         posted, open_n = 0, 0
         for t, pairs in enumerate(phase_pairs, start=1):
             post(client, pairs)
@@ -203,7 +201,7 @@ def run(args) -> dict:
         "benchmark": "freshness",
         "preset": args.preset,
         "args": vars(args),
-        "settings": {**settings, "api_serving_poll_s": API_SERVING_POLL_S},
+        "settings": settings,
         "startup_s": round(startup_s, 1),
         "fresh": {
             "n": len(fresh_rows),
@@ -243,7 +241,7 @@ def table(r: dict) -> str:
         ]  # fmt: skip
     head = (f"freshness: {a['model']} on {a['device']}, {a['epochs']} epochs, batch {a['batch_size']}, "
             f"search k={a['k']}; index poll {s['index_poll_s']}, worker poll {s['worker_poll_s']}, "
-            f"consumer poll ms {s['consumer_poll_ms']}, API serving poll {s['api_serving_poll_s']} s (fixed); "
+            f"consumer poll ms {s['consumer_poll_ms']}, API serving poll {s['serving_poll_s']} s; "
             f"{r['machine']['cores']} cores, load {r['machine']['loadavg_1m_at_end']:.1f} at end")  # fmt: skip
     w = max(len(x[0]) for x in rows) + 2
     lines = [head, f"{'measure':<{w}}{'seconds':>14}{'target':>10}"]

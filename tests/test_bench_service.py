@@ -48,5 +48,5 @@ def test_freshness_smoke(tmp_path):
         for key in ("seal_to_search_s", "wait_for_trainer_s", "train_s", "train_loop_s", "evaluate_s", "reindex_s",
                     "api_swap_s"):  # fmt: skip
             assert phase[key] is not None, key
-    assert {"index_poll_s", "worker_poll_s", "consumer_poll_ms", "api_serving_poll_s"} <= set(saved["settings"])
+    assert {"index_poll_s", "worker_poll_s", "consumer_poll_ms", "serving_poll_s"} <= set(saved["settings"])
     assert "bench.freshness" in saved["machine"]["command"]

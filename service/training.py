@@ -94,8 +94,7 @@ def train_and_evaluate(
     parent = snapshot_dir(data_dir, serving)
     out = snapshot_dir(data_dir, phase)
     if not out.exists():
-        recipe = {"method": cfg.method, "alpha": cfg.alpha, "temperature": cfg.temperature,
-                  "replay_fraction": cfg.replay_fraction, "merge": cfg.merge}  # fmt: skip
+        recipe = cfg.recipe()
         train_phase(parent, pairs, cfg, out, version=phase, phase=phase, replay=replay,
                     work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
                     extra_record={"recipe": recipe})  # fmt: skip

@@ -61,16 +61,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def key(self) -> dict:
-        """What identifies the recipe: the fields that differ from the defaults, after
-        `canonical()` (so adding a new option with a default changes no existing key)."""
-        default = asdict(TrainConfig())
-        return {k: v for k, v in asdict(self.canonical()).items() if v != default[k]}
-
-    def canonical(self) -> "TrainConfig":
-        """The same recipe with the fields its method ignores set to their defaults, so two
-        configs that train the same model compare equal (e.g. ct with alpha 5 and with 20)."""
-        default, ignored = TrainConfig(), {"cache_teacher", "checkpoint_every"}  # do not change the model
+    def ignored(self) -> set[str]:
+        """The fields this recipe's method does not use (and those that never change the model)."""
+        ignored = {"cache_teacher", "checkpoint_every"}
         if not self.distills:
             ignored |= {"alpha", "temperature", "kl_reduction", "distill_on"}
         if self.method != "ewc":
@@ -81,7 +74,24 @@ class TrainConfig:
             ignored |= {"replay_policy", "replay_size"}
         if self.replay_policy != "reservoir":
             ignored.add("replay_size")
-        return replace(self, **{name: getattr(default, name) for name in ignored})
+        return ignored
+
+    def canonical(self) -> "TrainConfig":
+        """The same recipe with the ignored fields set to their defaults, so two configs that
+        train the same model compare equal (e.g. ct with alpha 5 and with alpha 20)."""
+        default = TrainConfig()
+        return replace(self, **{name: getattr(default, name) for name in self.ignored()})
+
+    def key(self) -> dict:
+        """What identifies the recipe: the fields that differ from the defaults, after
+        `canonical()` (so adding a new option with a default changes no existing key)."""
+        default = asdict(TrainConfig())
+        return {k: v for k, v in asdict(self.canonical()).items() if v != default[k]}
+
+    def recipe(self) -> dict:
+        """The fields that shape what this method learns, as /v1/snapshots shows them."""
+        machinery = {"device", "compile", "seed", "augment"} | self.ignored()
+        return {k: v for k, v in asdict(self).items() if k not in machinery}
 
     def with_(self, **changes) -> "TrainConfig":
         return replace(self, **changes)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
+from dataclasses import replace
 
 import httpx
 
@@ -54,15 +56,16 @@ def recall_table(recall: dict) -> str:
 
 def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: float = 900) -> None:
     data = SyntheticDataset(n_domains=phases, pairs_per_domain=pairs_per_phase, seed=0)
+    run = uuid.uuid4().hex[:6]  # fresh ids, so a second demo against the same stack brings new pairs
     with httpx.Client(base_url=url, timeout=60) as client:
-        print(f"modx demo against {url}: {phases} phases of {pairs_per_phase} synthetic pairs")
+        print(f"modx demo against {url}: {phases} phases of {pairs_per_phase} synthetic pairs (ids demo-{run}-*)")
         for domain in data.domains:
-            pairs = data.generate(domain)
+            pairs = [replace(p, id=f"demo-{run}-{p.id}") for p in data.generate(domain)]
             t0 = time.monotonic()
             counts = post_pairs(client, pairs)
             print(f"\n[{domain}] posted {len(pairs)} pairs {counts} in {time.monotonic() - t0:.1f}s")
             phase = wait_for("the consumer to buffer the pairs", lambda: _seal_when_buffered(client, len(pairs)), 120)
-            info = next(p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase)
+            info = wait_for(f"phase {phase} sealed", lambda: _sealed(client, phase), 120)
             print(f"[{domain}] sealed phase {phase}: {info['n_train']} train / {info['n_probe']} probe pairs")
             t0 = time.monotonic()
             snap = wait_for(f"snapshot {phase}", lambda: _snapshot(client, phase), timeout_s)
@@ -86,14 +89,21 @@ def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: f
 
 
 def _seal_when_buffered(client: httpx.Client, n: int) -> int | None:
-    """Seal the open phase once it holds the `n` pairs just posted; its number."""
+    """Seal the open phase once it holds the `n` pairs just posted; its number.
+
+    A 202 means the consumer has not answered yet: it seals the phase when it next polls.
+    """
     phases = client.get("/v1/phases").json()["phases"]
     open_phase = next((p for p in phases if p["status"] == "open"), None)
     if open_phase is None or open_phase["n"] < n:
         return None
-    r = client.post("/v1/phases/seal")
-    r.raise_for_status()
-    return r.json().get("phase")
+    client.post("/v1/phases/seal").raise_for_status()
+    return open_phase["phase"]
+
+
+def _sealed(client: httpx.Client, phase: int) -> dict | None:
+    return next((p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase and p["status"] != "open"),
+                None)  # fmt: skip
 
 
 def _snapshot(client: httpx.Client, version: int) -> dict | None:

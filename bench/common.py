@@ -43,6 +43,23 @@ def machine(device: str = "cpu", command: str | None = None) -> dict:
     return info
 
 
+def apply_preset(args, preset: dict) -> None:
+    """Fill every argument left unset (None) from the preset."""
+    for k, v in preset.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
+def finish(result: dict, module: str, argv: list[str] | None, table: str, out: str | Path | None) -> dict:
+    """Record the command that ran, print the table, write the JSON where asked."""
+    result["machine"]["command"] = command(module, argv)
+    print(table)
+    if out:
+        write_result(out, result)
+        print(f"wrote {out}")
+    return result
+
+
 def write_result(path: str | Path, result: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, command, machine, write_result
 from trainer.config import TrainConfig
 from trainer.datasets import get_dataset
 from trainer.simulate import simulate
@@ -304,9 +304,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
     args = p.parse_args(argv)
     args.argv = argv
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k, None) is None and k not in ("dataset", "dataset_kw"):
-            setattr(args, k, v)
+    apply_preset(args, {k: v for k, v in PRESETS[args.preset].items() if k not in ("dataset", "dataset_kw")})
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     write_result(args.out / "results.json", result)

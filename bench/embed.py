@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, command, machine, write_result
 from indexer.gallery import SnapshotImageEncoder, decoded_batches, normalise, reindex
 from indexer.index import Index, save_index
 from trainer.data import encode_png
@@ -111,9 +111,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset or "cpu"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    apply_preset(args, PRESETS[args.preset or "cpu"])
     args.index_device = "cpu" if args.device == "cpu" else "auto"
 
     records = gallery(args.images, args.image_size, args.unique)

@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, finish, machine
 from bench.ingest import Stack, all_records, buffered, percentile, service_stack, wait_for
 from service import buffer
 from service.settings import Settings
@@ -268,16 +268,9 @@ def main(argv=None) -> dict:
     p.add_argument("--data-dir", default=None, help="keep data and logs here (default: a temp dir)")
     p.add_argument("--out", default=None, help="JSON result path")
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    apply_preset(args, PRESETS[args.preset])
     result = run(args)
-    result["machine"]["command"] = command("bench.freshness", argv)
-    print(table(result))
-    if args.out:
-        write_result(args.out, result)
-        print(f"wrote {args.out}")
-    return result
+    return finish(result, "bench.freshness", argv, table(result), args.out)
 
 
 if __name__ == "__main__":

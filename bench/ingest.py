@@ -41,7 +41,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, finish, machine
 from service import buffer
 from service.infra import Server, free_port, kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
@@ -342,16 +342,9 @@ def main(argv=None) -> dict:
     p.add_argument("--data-dir", default=None, help="keep data and logs here (default: a temp dir)")
     p.add_argument("--out", default=None, help="JSON result path")
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    apply_preset(args, PRESETS[args.preset])
     result = run(args)
-    result["machine"]["command"] = command("bench.ingest", argv)
-    print(table(result))
-    if args.out:
-        write_result(args.out, result)
-        print(f"wrote {args.out}")
-    return result
+    return finish(result, "bench.ingest", argv, table(result), args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 import torch
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, command, machine, write_result
 from indexer.index import Index, faiss_gpus
 
 PRESETS = {
@@ -213,9 +213,7 @@ def main(argv=None) -> dict:
     p.add_argument("--faiss-threads", type=int, help="FAISS OpenMP threads (default: FAISS's own)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset or "cpu"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    apply_preset(args, PRESETS[args.preset or "cpu"])
     if args.kinds is None:
         args.kinds = ",".join([*KINDS, "torch"] if on_cuda(args.device) else KINDS)
     sizes, kinds = [parse_size(s) for s in args.sizes.split(",")], args.kinds.split(",")

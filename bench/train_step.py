@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import command, machine, write_result
+from bench.common import apply_preset, command, machine, write_result
 from trainer.config import TrainConfig
 from trainer.model import clamp_logit_scale, create_model
 from trainer.phase import freeze, make_optimizer, phase_loss
@@ -109,9 +109,7 @@ def main(argv=None) -> dict:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset or "cpu"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    apply_preset(args, PRESETS[args.preset or "cpu"])
     images, tokens = make_batch(args.model, args.batch, torch.device(args.device))
     rows = [run_variant(v, args, images, tokens) for v in args.variants.split(",")]
     plain = next((r for r in rows if r["variant"] == "plain"), None)

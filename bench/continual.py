@@ -190,7 +190,7 @@ def choose(runs: dict) -> dict | None:
     """The continual recipe with the best final validation average (mean over seeds)."""
     points = {}
     for name, seeds in runs.items():
-        if name == "joint":
+        if next(iter(seeds.values()))["method"] == "joint":  # the upper bounds are not candidates
             continue
         pts = [point(r, []) for r in seeds.values()]
         if not all(SELECT_ON in p["average"] for p in pts):
@@ -285,7 +285,6 @@ def run(args) -> dict:
               "args": {k: v for k, v in vars(args).items() if k not in ("work_dir", "argv")},
               "recipes": recipes, "machine": machine(args.device, command("bench.continual", args.argv)),
               "dataset": dataset.info(), "runs": runs}  # fmt: skip
-    result["choice"] = choose(runs)
     return result
 
 
@@ -302,15 +301,24 @@ def main(argv=None) -> dict:
     p.add_argument("--device")
     p.add_argument("--work-dir", type=Path, default=Path(".cache/bench-continual"), help="snapshot cache")
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
+    p.add_argument("--render", action="store_true", help="only redraw report.md and the plots from --out's results.json")
     args = p.parse_args(argv)
+    if args.render:
+        return render(json.loads((args.out / "results.json").read_text()), args.out)
     args.argv = argv
     apply_preset(args, {k: v for k, v in PRESETS[args.preset].items() if k not in ("dataset", "dataset_kw")})
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     write_result(args.out / "results.json", result)
+    return render(result, args.out)
+
+
+def render(result: dict, out: Path) -> dict:
+    """report.md and the plots of a result (its choice made again, so report code can change)."""
+    result["choice"] = choose(result["runs"])
     text = report(result)
-    (args.out / "report.md").write_text(text + "\n")
-    plot(result, args.out)
+    (out / "report.md").write_text(text + "\n")
+    plot(result, out)
     print(text)
     return result
 

@@ -245,21 +245,23 @@ def plot(result: dict, out: Path) -> list[Path]:
     domains, paths = first["domains"], []
     for split in splits_of(first):
         fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.4), sharey=True, squeeze=False)
-        for name, seeds in runs.items():
+        colours = plt.get_cmap("tab20")
+        for i, (name, seeds) in enumerate(runs.items()):
             mats = np.array([summary_of(r, split)["matrix"] for r in seeds.values()])
+            style = dict(marker="os^v"[i // 20 % 4], capsize=2, color=colours(i % 20), label=name)
             for d, ax in enumerate(axes[0]):
                 x = np.arange(mats.shape[1])
-                ax.errorbar(x, mats[:, :, d].mean(0), yerr=mats[:, :, d].std(0), marker="o", capsize=2, label=name)
+                ax.errorbar(x, mats[:, :, d].mean(0), yerr=mats[:, :, d].std(0), **style)
         for d, ax in enumerate(axes[0]):
             ax.set_title(f"{domains[d]} ({split})")
             ax.set_xlabel("after phase")
             ax.set_xticks(range(len(domains)), [f"{t}:{n[:8]}" for t, n in enumerate(domains)])
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("R@1 (mean of i2t, t2i)")
-        axes[0][-1].legend(fontsize=7, loc="best")
         fig.tight_layout()
+        fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         path = out / f"r1_per_phase_{split}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths

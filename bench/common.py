@@ -21,6 +21,16 @@ def commit() -> str | None:
         return None
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def command(module: str, argv: list[str] | None = None) -> str:
     """How to rerun a benchmark: `python -m <module> <its arguments>` (argv None: sys.argv's)."""
     return " ".join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
@@ -30,7 +40,7 @@ def machine(device: str = "cpu", command: str | None = None) -> dict:
     """Where and when a benchmark ran, and the command that ran it."""
     info = {
         "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

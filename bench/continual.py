@@ -205,6 +205,19 @@ def choose(runs: dict) -> dict | None:
     return {"select_on": SELECT_ON, "chosen": best, "front": front, "points": points}
 
 
+def data_lines(info: dict) -> list[str]:
+    """Where the data came from: packages, versions, licences, pairs per split."""
+    lines = []
+    for name, style in info.get("styles", {}).items():
+        counts = ", ".join(f"{k} {v}" for k, v in info["counts"][name].items())
+        lines.append(f"- style `{name}`: {style['package']}@{style['version']} (art licence: {style['art_license']}); "
+                     f"pairs: {counts}")  # fmt: skip
+    if "names" in info:
+        n = info["names"]
+        lines.append(f"- captions: {n['package']}@{n['version']} ({n['license']}), CLDR names in `{n['language']}`")
+    return lines
+
+
 def report(result: dict) -> str:
     runs, args = result["runs"], result["args"]
     first = next(iter(next(iter(runs.values())).values()))
@@ -214,8 +227,8 @@ def report(result: dict) -> str:
              f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
              f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
              f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
-             "- R@K in %-free fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
-             ""]  # fmt: skip
+             "- R@K as fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
+             *data_lines(result.get("dataset", {})), ""]  # fmt: skip
     chosen = result.get("choice")
     if chosen:
         lines += [f"**Chosen on {chosen['select_on']}: `{chosen['chosen']}`** (front of validation average vs samples: "

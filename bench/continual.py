@@ -110,13 +110,17 @@ def summary_of(result: dict, split: str) -> dict:
 
 
 def final_table(runs: dict, split: str) -> list[str]:
-    """Paper style: after the last phase, R@1/5/10 both directions per style, mean ± std."""
-    any_run = next(iter(next(iter(runs.values())).values()))
-    domains = any_run["domains"]
-    lines = [f"| recipe | style | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |", "|" + "---|" * 8]
-    for name, seeds in runs.items():
+    """Paper style: after the last phase, R@1/5/10 both directions per style, mean ± std.
+
+    The first rows are CLIP_0 (the model after phase 0, shared by every recipe of a seed)."""
+    first = next(iter(runs.values()))
+    rows = {"CLIP_0": [r["phases"][0] for r in first.values()]}
+    rows |= {name: [r["phases"][-1] for r in seeds.values()] for name, seeds in runs.items()}
+    domains = next(iter(first.values()))["domains"]
+    lines = ["| recipe | style | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |", "|" + "---|" * 8]
+    for name, entries in rows.items():
         for d in domains:
-            cells = [fmt([split_recall(r["phases"][-1], split)[d][dir_][k] for r in seeds.values()])
+            cells = [fmt([split_recall(e, split)[d][dir_][k] for e in entries])
                      for dir_ in ("i2t", "t2i") for k in ("r1", "r5", "r10")]  # fmt: skip
             lines.append(f"| {name} | {d} | " + " | ".join(cells) + " |")
     return lines

@@ -128,6 +128,17 @@ def test_kafka_down_is_503_and_bad_input_still_4xx(settings):
     assert resp.status_code == 503 and resp.json()["detail"]["error"] == "kafka_unavailable"
 
 
+def test_readyz_names_each_failed_dependency(settings):
+    with TestClient(create_app(settings)) as client:  # Kafka and Redis up, no snapshot or index yet
+        ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failed"] == ["snapshot_and_index"]
+    down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(down)) as client:
+        body = client.get("/readyz").json()
+    assert body["failed"] == ["kafka", "redis", "snapshot_and_index"]
+    assert "kafka is not available" in body["message"] and "redis is not available" in body["message"]
+
+
 def test_images_and_health(client, settings):
     assert client.get("/healthz").json() == {"status": "ok"}
     resp = client.get("/v1/images/missing-id")

@@ -34,7 +34,8 @@ import faiss
 import numpy as np
 import torch
 
-from trainer.snapshot import fsync_dir, snapshot_name
+from trainer.atomic import fsync_dir
+from trainer.snapshot import snapshot_name
 
 log = logging.getLogger(__name__)
 

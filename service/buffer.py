@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 from trainer.data import Pair, split_of
 
-from service.atomic import fsync_dir, has_syncfs, make_dirs, read_json, syncfs, write_bytes_atomic, write_json_atomic
+from trainer.atomic import fsync_dir, has_syncfs, make_dirs, read_json, syncfs, write_bytes_atomic, write_json_atomic
 from service.settings import Settings
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
 

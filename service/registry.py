@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import redis
 
 from service import buffer
-from service.atomic import read_json
+from trainer.atomic import read_json
 
 log = logging.getLogger("modx.registry")
 

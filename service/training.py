@@ -12,17 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
+from trainer.atomic import read_json, write_json_atomic
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
-from trainer.model import create_model
 from trainer.phase import train_phase
-from trainer.snapshot import read_record, save_snapshot, snapshot_name, write_json_atomic
-
-from service.atomic import read_json
-from trainer.simulate import r1
+from trainer.simulate import initial_snapshot, r1
+from trainer.snapshot import read_record, snapshot_name
 
 log = logging.getLogger("modx.trainer_worker")
 
@@ -35,13 +31,7 @@ def snapshot_dir(data_dir: Path, version: int) -> Path:
 
 def ensure_clip0(data_dir: Path, model: str, pretrained: str | None, seed: int = 0) -> Path:
     """Snapshot 0, the starting model: a local checkpoint, or a fresh init from the config."""
-    path = snapshot_dir(data_dir, 0)
-    if not path.exists():
-        torch.manual_seed(seed)
-        net, _, _ = create_model(model, pretrained=pretrained)
-        save_snapshot(net, path, model_name=model, version=0, parent=None, phase=0, method="init",
-                      hparams={"pretrained": pretrained})  # fmt: skip
-    return path
+    return initial_snapshot(model, snapshot_dir(data_dir, 0), seed, pretrained, version=0, phase=0)
 
 
 def mean_r1(recall: dict, probes: Sequence[str]) -> float | None:

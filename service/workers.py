@@ -18,7 +18,8 @@ from pathlib import Path
 
 from trainer.config import TrainConfig
 from trainer.data import Pair
-from trainer.snapshot import load_snapshot, write_json_atomic
+from trainer.atomic import write_json_atomic
+from trainer.snapshot import load_snapshot
 
 from indexer.gallery import SnapshotImageEncoder, SnapshotTextEncoder, add_segment, reindex
 from indexer.index import MODALITIES, Index, index_dir, load_index

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from service import atomic, buffer
+from service import buffer
+from trainer import atomic
 from service.buffer import BufferLocked, Incoming, PhaseBuffer
 from service.validation import Limits, validate_pair
 from tests.helpers import make_image, make_png, pair_json

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service import buffer
-from service.atomic import write_json_atomic
+from trainer.atomic import write_json_atomic
 from service.metrics import SharedMetrics
 from service.registry import Registry
 from tests.test_buffer import incoming, open_buffer

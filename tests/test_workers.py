@@ -10,7 +10,7 @@ import json
 import pytest
 
 from service import buffer
-from service.atomic import read_json
+from trainer.atomic import read_json
 from service.buffer import Incoming, PhaseBuffer
 from service.registry import Registry
 from service.training import RECALL_FILE, guard, snapshot_dir

@@ -36,13 +36,16 @@ log = logging.getLogger("modx.simulate")
 EVAL_SPLITS = ("validation", "train")  # beside the probe; plus dataset.eval_splits
 
 
-def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | None = None) -> Path:
-    """Snapshot 'init': a fresh model from the config (or a local pretrained checkpoint)."""
+def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1,
+                     phase: int | None = None) -> Path:  # fmt: skip
+    """Snapshot 'init' at `out` (kept if there): a fresh model from the config under the
+    seed, or a local pretrained checkpoint."""
     if out.exists():
         return out
     torch.manual_seed(seed)
     model, _, _ = create_model(model_name, pretrained=pretrained)
-    return save_snapshot(model, out, model_name=model_name, version=-1, parent=None, phase=None, method="init")
+    return save_snapshot(model, out, model_name=model_name, version=version, parent=None, phase=phase, method="init",
+                         hparams={"pretrained": pretrained, "seed": seed})  # fmt: skip
 
 
 def r1(rec: dict) -> float:

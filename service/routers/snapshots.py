@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from service.atomic import read_json
+from trainer.atomic import read_json
 from service.deps import get_registry, get_settings
 from service.registry import Registry
 from service.settings import Settings

@@ -90,7 +90,7 @@ class TrainConfig:
 
     def recipe(self) -> dict:
         """The fields that shape what this method learns, as /v1/snapshots shows them."""
-        machinery = {"device", "compile", "seed", "augment"} | self.ignored()
+        machinery = {"device", "compile", "seed"} | self.ignored()
         return {k: v for k, v in asdict(self).items() if k not in machinery}
 
     def with_(self, **changes) -> "TrainConfig":

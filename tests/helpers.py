@@ -15,7 +15,9 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
+from service.buffer import Incoming, PhaseBuffer
 from service.settings import Settings
+from service.validation import Limits, validate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +139,13 @@ class ConsumerProcess:
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
+
+
+def write_phases(settings: Settings, stream, n: int) -> None:
+    """One sealed phase per synthetic domain, through the consumer's writer."""
+    with PhaseBuffer.from_settings(settings) as buf:
+        for domain in stream.domains[:n]:
+            batch = [Incoming(validate_pair(pair_json(p.id, p.text, p.image, metadata={"domain": domain}), Limits()))
+                     for p in stream.generate(domain)]  # fmt: skip
+            buf.append(batch)
+            buf.seal("request")

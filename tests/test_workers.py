@@ -11,12 +11,10 @@ import pytest
 
 from service import buffer
 from trainer.atomic import read_json
-from service.buffer import Incoming, PhaseBuffer
 from service.registry import Registry
 from service.training import RECALL_FILE, guard, snapshot_dir
-from service.validation import Limits, validate_pair
 from service.workers import IndexerWorker, bootstrap, train_next
-from tests.helpers import pair_json
+from tests.helpers import write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.snapshot import TRAINED
 
@@ -26,16 +24,6 @@ PHASES, PAIRS = 3, 40
 @pytest.fixture
 def stream():
     return SyntheticDataset(n_domains=PHASES, pairs_per_domain=PAIRS, seed=11)
-
-
-def write_phases(settings, stream, n: int = PHASES) -> None:
-    """One sealed phase per synthetic domain, through the consumer's writer."""
-    with PhaseBuffer.from_settings(settings) as buf:
-        for domain in stream.domains[:n]:
-            batch = [Incoming(validate_pair(pair_json(p.id, p.text, p.image, metadata={"domain": domain}), Limits()))
-                     for p in stream.generate(domain)]  # fmt: skip
-            buf.append(batch)
-            buf.seal("request")
 
 
 @pytest.fixture
@@ -50,7 +38,7 @@ def split_ids(data_dir, phase: int, split: str) -> set[str]:
 
 def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
     s = worker_settings.model_copy(update={"replay_fraction": 10.0})  # ask for more than the past holds
-    write_phases(s, stream)
+    write_phases(s, stream, PHASES)
     registry = Registry.from_url(s.redis_url)
     bootstrap(s, registry)
     for _ in range(PHASES):
@@ -66,7 +54,7 @@ def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
 
 
 def test_guard_rejects_and_the_last_good_snapshot_keeps_serving(worker_settings, stream):
-    write_phases(worker_settings, stream)
+    write_phases(worker_settings, stream, PHASES)
     registry = Registry.from_url(worker_settings.redis_url)
     bootstrap(worker_settings, registry)
     assert train_next(worker_settings, registry).status == "serving"  # phase 1 has no old probe to guard

@@ -90,6 +90,8 @@ def run_variant(variant: str, args, images, tokens) -> dict:
         "samples_per_s": round(args.batch / seconds, 1),
         "tflop_per_step": round(flops / 1e12, 4),
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+        "fused_adamw": bool(opt.defaults.get("fused")),  # trainer.phase.make_optimizer: fused on CUDA
+        "compiled": bool(args.compile),
     }
     if args.peak_tflops:
         out["mfu"] = round(flops / seconds / (args.peak_tflops * 1e12), 4)

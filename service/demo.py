@@ -72,7 +72,7 @@ def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: f
             print(f"[{domain}] snapshot v{phase} {snap['status']} after {time.monotonic() - t0:.0f}s "
                   f"(method {snap.get('method')}, recipe {snap.get('recipe')})")  # fmt: skip
             if snap["status"] == "serving":
-                wait_for(f"index {phase}", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == phase, timeout_s)
+                wait_for(f"index {phase} served by the API", lambda: _served(client) == phase, timeout_s)
                 print(f"[{domain}] index v{phase} serving after {time.monotonic() - t0:.0f}s")
             print(recall_table(client.get("/v1/recall").json()))
         drift = client.get("/v1/drift").json()["transitions"]
@@ -99,6 +99,11 @@ def _seal_when_buffered(client: httpx.Client, n: int) -> int | None:
         return None
     client.post("/v1/phases/seal").raise_for_status()
     return open_phase["phase"]
+
+
+def _served(client: httpx.Client) -> int | None:
+    """The index version the API has loaded (not just the pointer the indexer set)."""
+    return client.get("/readyz").json().get("serving", {}).get("index")
 
 
 def _sealed(client: httpx.Client, phase: int) -> dict | None:

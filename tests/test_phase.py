@@ -1,4 +1,3 @@
-import json
 import math
 
 import pytest
@@ -10,7 +9,6 @@ from trainer.datasets.synthetic import SyntheticDataset
 from trainer.losses import modx_loss
 from trainer.model import create_model
 from trainer.phase import (
-    PhaseData,
     batches,
     freeze,
     make_optimizer,

@@ -31,8 +31,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from bench.common import apply_preset, command, machine, write_result
-from indexer.gallery import SnapshotImageEncoder, decoded_batches, normalise, reindex
-from indexer.index import Index, save_index
+from indexer.encoders import SnapshotImageEncoder
+from indexer.gallery import decoded_batches, normalise, reindex
+from indexer.index import Index
+from indexer.store import save_index
 from trainer.data import encode_png
 from trainer.model import create_model
 

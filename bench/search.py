@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from bench.common import apply_preset, command, machine, write_result
-from indexer.index import Index, faiss_gpus
+from indexer.backends import faiss_gpus
+from indexer.index import Index
 
 PRESETS = {
     "cpu": dict(sizes="10k,50k", device="cpu", single=100),

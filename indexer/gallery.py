@@ -3,75 +3,30 @@
 The gallery is a stream of `(pair id, image)` records (image: encoded bytes or a PIL
 image), or `(pair id, caption)` records for the caption index; it is consumed batch by
 batch, never loaded whole. Worker threads decode (and, when the encoder has a `prepare`
-method, preprocess) the next batch while the current one is encoded.
+method, preprocess) the next batch while the current one is encoded. The encoders are a
+snapshot's (indexer.encoders) or any callable with the same contract.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 from PIL import Image
 
-from indexer.index import Index, as_matrix, next_segment, save_index, save_segment
+from indexer.backends import as_matrix
+from indexer.index import Index
+from indexer.store import next_segment, save_index, save_segment
 from trainer.data import decode_image
-from trainer.embed import embed_image_tensor, embed_token_tensor
 
 log = logging.getLogger(__name__)
 
 Record = tuple[str, "bytes | Image.Image | str"]  # (pair id, image; or caption for the text index)
 EncodeFn = Callable[[list[Any]], np.ndarray]  # list[PIL.Image] (or prepared items) -> (n, d)
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-class SnapshotImageEncoder:
-    """`encode_fn` for a snapshot's image tower: preprocess in workers, encode in batches.
-
-    Encoding runs under inference_mode with bf16 autocast on CUDA (trainer.embed).
-    """
-
-    def __init__(self, model: torch.nn.Module, preprocess: Callable, batch_size: int = 256):
-        self.model, self.preprocess, self.batch_size = model, preprocess, batch_size
-        self.dim = int(getattr(model.visual, "output_dim", 0) or 0)
-
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        return self.preprocess(image)
-
-    def __call__(self, items: Sequence[Image.Image | torch.Tensor]) -> np.ndarray:
-        x = torch.stack([it if isinstance(it, torch.Tensor) else self.preprocess(it) for it in items])
-        with eval_mode(self.model):
-            return embed_image_tensor(self.model, x, self.batch_size).cpu().numpy()
-
-
-class SnapshotTextEncoder:
-    """`encode_fn` for a snapshot's text tower: (pair id, caption) records -> embeddings."""
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Callable, batch_size: int = 256):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.dim = int(model.text_projection.shape[1])
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        with eval_mode(self.model):
-            return embed_token_tensor(self.model, self.tokenizer(list(texts)), self.batch_size).cpu().numpy()
 
 
 # --------------------------------------------------------------------------- embedding
@@ -211,31 +166,3 @@ def add_segment(
         except FileExistsError:
             continue
     raise RuntimeError(f"could not claim a segment number in {index_dir}")
-
-
-# --------------------------------------------------------------------------- the data directory
-
-
-def iter_gallery(data_dir: str | Path, splits: Sequence[str] | None = None) -> Iterator[tuple[str, bytes]]:
-    """(id, image bytes) for every pair in `data_dir/phases/*/pairs.jsonl`, lazily.
-
-    A torn last line of an open phase is skipped; so is a pair whose image is missing.
-    """
-    data_dir = Path(data_dir)
-    for pairs in sorted((data_dir / "phases").glob("*/pairs.jsonl")):
-        for rec in _read_jsonl(pairs):
-            if splits is not None and rec.get("split") not in splits:
-                continue
-            try:
-                yield rec["id"], (data_dir / rec["image"]).read_bytes()
-            except (KeyError, OSError) as e:
-                log.warning("skipping pair %s in %s: %s", rec.get("id"), pairs, e)
-
-
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path) as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue

@@ -1,23 +1,88 @@
 """What the API serves: the snapshot and its indexes (images and captions) named by the
 serving pointer, plus a catalog of each pair's text and metadata for search results.
 
-A background thread follows the pointer: when it names a new pair, the snapshot and its
-index are loaded and swapped in as one object (indexer.index.IndexHolder); otherwise new
-segments of the current index are applied, so new pairs become searchable.
+A background thread follows the pointer: when it names another (snapshot, index), the
+snapshot's encoders and its indexes are loaded and swapped in as one `Served` object
+(`ServedHolder`); otherwise new segments of the current indexes are applied, so new pairs
+become searchable.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.index import IndexHolder, index_dir, load_serving
+from indexer.encoders import SnapshotEncoders
+from indexer.index import Index
+from indexer.store import apply_segments, index_dir, load_index
 from service import buffer
 from service.registry import Registry
 from service.training import snapshot_dir
 
 log = logging.getLogger("modx.serving")
+
+
+@dataclass(frozen=True, eq=False)
+class Served:
+    """What answers a search: one snapshot's encoders and the indexes it embedded.
+
+    `index` holds the gallery's images, `texts` (optional) their captions. Both were embedded
+    by `encoders.snapshot`; an index embedded by another snapshot is refused (ValueError).
+    """
+
+    encoders: SnapshotEncoders
+    index: Index
+    texts: Index | None = None
+
+    def __post_init__(self) -> None:
+        for index in (self.index, self.texts):
+            if index is not None and index.snapshot != self.snapshot:
+                raise ValueError(
+                    f"index embedded by snapshot {index.snapshot} cannot serve queries of snapshot {self.snapshot}"
+                )
+
+    @property
+    def snapshot(self) -> int:
+        return self.encoders.snapshot
+
+    @classmethod
+    def load(
+        cls, snapshot: Path, images: Path, texts: Path | None = None, device: str = "cpu", index_device: str = "auto"
+    ) -> "Served":
+        """The snapshot saved in `snapshot` with the index directories it embedded."""
+        encoders = SnapshotEncoders.load(snapshot, device)
+        index = load_index(images, index_device)
+        return cls(encoders, index, load_index(texts, index_device) if texts is not None else None)
+
+
+class ServedHolder:
+    """Thread-safe holder of what is served.
+
+    Readers call `get()` once per request and use that one object for both encoding and
+    searching; `swap()` replaces the single reference, so no request mixes snapshots.
+    """
+
+    def __init__(self, served: Served | None = None):
+        self._lock = threading.Lock()
+        self._served = served
+
+    def get(self) -> Served:
+        served = self._served  # one atomic reference read
+        if served is None:
+            raise LookupError("no index is being served yet")
+        return served
+
+    @property
+    def ready(self) -> bool:
+        return self._served is not None
+
+    def swap(self, served: Served) -> Served | None:
+        """Serve `served` from now on; returns what it replaced."""
+        with self._lock:
+            old, self._served = self._served, served
+        return old
 
 
 class Catalog:
@@ -38,11 +103,12 @@ class Catalog:
 
 
 class ServingState:
+    """The holder, kept in step with the serving pointer by `poll`, and the catalog."""
+
     def __init__(self, data_dir: Path, registry: Registry, device: str = "cpu", index_device: str = "auto"):
         self.data_dir, self.registry, self.device, self.index_device = Path(data_dir), registry, device, index_device
-        self.holder = IndexHolder()
+        self.holder = ServedHolder()
         self.catalog = Catalog(data_dir)
-        self.swaps = 0
 
     def poll(self) -> None:
         pointer = self.registry.serving()
@@ -50,22 +116,26 @@ class ServingState:
             return
         current = self.holder.get() if self.holder.ready else None
         if current is None or current.snapshot != pointer["snapshot"] or current.index.snapshot != pointer["index"]:
-            serving = load_serving(snapshot_dir(self.data_dir, pointer["snapshot"]),
-                                   index_dir(self.data_dir, pointer["index"]), self.device, self.index_device,
-                                   index_dir(self.data_dir, pointer["index"], "text"))  # fmt: skip
-            self.holder.swap(serving)
-            self.swaps += 1
-            log.info("serving snapshot %d with index %d (%d pairs)", serving.snapshot, serving.index.snapshot, serving.index.size)
+            served = Served.load(
+                snapshot_dir(self.data_dir, pointer["snapshot"]),
+                index_dir(self.data_dir, pointer["index"]),
+                index_dir(self.data_dir, pointer["index"], "text"),
+                self.device,
+                self.index_device,
+            )
+            self.holder.swap(served)
+            log.info("serving snapshot %d with index %d (%d pairs)", served.snapshot, served.index.snapshot,
+                     served.index.size)
         else:
             for index in (current.index, current.texts):
                 if index is not None:
-                    index.refresh()
+                    apply_segments(index)
         self.catalog.refresh()
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
         while not stop.is_set():
             try:
                 self.poll()
-            except Exception:  # keep serving the last good pair; say why in the log
-                log.exception("could not refresh the serving pair")
+            except Exception:  # keep serving what was loaded last; say why in the log
+                log.exception("could not refresh what is served")
             stop.wait(interval_s)

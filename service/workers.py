@@ -19,10 +19,11 @@ from pathlib import Path
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.atomic import write_json_atomic
-from trainer.snapshot import load_snapshot
 
-from indexer.gallery import SnapshotImageEncoder, SnapshotTextEncoder, add_segment, reindex
-from indexer.index import MODALITIES, Index, index_dir, load_index
+from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTextEncoder
+from indexer.gallery import add_segment, reindex
+from indexer.index import Index
+from indexer.store import MODALITIES, apply_segments, index_dir, load_index
 from service import buffer
 from service import metrics
 from service.registry import Registry
@@ -162,10 +163,8 @@ class IndexerWorker:
                 "text": [(r.id, r.text) for r in fresh]}  # fmt: skip
 
     def load_encoders(self, version: int) -> None:
-        model, preprocess, tokenizer, _ = load_snapshot(snapshot_dir(self.s.data_dir, version), self.s.device)
-        model.eval()
-        self.encoders = {"image": SnapshotImageEncoder(model, preprocess, self.s.embed_batch_size),
-                         "text": SnapshotTextEncoder(model, tokenizer, self.s.embed_batch_size)}  # fmt: skip
+        encoders = SnapshotEncoders.load(snapshot_dir(self.s.data_dir, version), self.s.device, self.s.embed_batch_size)
+        self.encoders = {"image": encoders.image, "text": encoders.text}
 
     def rebuild(self, version: int) -> None:
         """Re-embed the whole gallery with `version` and publish its indexes, then serve them."""
@@ -196,7 +195,7 @@ class IndexerWorker:
             _, added[modality] = add_segment(directory, records[modality], self.encoders[modality], self.version,
                                              known=self.indexes[modality], batch_size=self.s.embed_batch_size)  # fmt: skip
             if added[modality]:
-                self.indexes[modality].refresh(directory)
+                apply_segments(self.indexes[modality], directory)
         if any(added.values()):
             self.report()
         return added["image"]

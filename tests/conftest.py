@@ -60,3 +60,14 @@ def settings(tmp_path, kafka, redis_server, redis_client) -> Settings:
 @pytest.fixture
 def png() -> bytes:
     return make_png()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A freshly initialised modx-tiny open_clip model: (model, preprocess, tokenizer)."""
+    import torch
+
+    from trainer.model import create_model
+
+    torch.manual_seed(0)
+    return create_model("modx-tiny")

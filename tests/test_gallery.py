@@ -1,13 +1,11 @@
 import io
-import json
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from indexer.gallery import SnapshotImageEncoder, SnapshotTextEncoder, add_segment, embed_records, iter_gallery, reindex
-from indexer.index import IndexHolder, index_dir, load_index, load_serving, segment_numbers
+from indexer.encoders import SnapshotImageEncoder, SnapshotTextEncoder
+from indexer.gallery import add_segment, embed_records, reindex
+from indexer.store import apply_segments, index_dir, load_index, segment_numbers
 
 D = 16
 
@@ -104,37 +102,12 @@ def test_add_segment_skips_known_and_refreshes(tmp_path):
     path, n = add_segment(out, records(15, start=10), ProjectionEncoder(), snapshot=1, known=index)
     assert n == 5 and path.name == "000000.npz"
     assert add_segment(out, records(20), ProjectionEncoder(), snapshot=1, known=index) == (None, 0)
-    assert index.refresh() == 5 and index.size == 25
+    assert apply_segments(index) == 5 and index.size == 25
     add_segment(out, records(3, start=40), ProjectionEncoder(), snapshot=1)
     assert segment_numbers(out) == [0, 1] and load_index(out).size == 28
 
 
-def test_iter_gallery_reads_the_data_dir(tmp_path):
-    for phase, ids in [(1, ["a", "b"]), (2, ["c"])]:
-        d = tmp_path / "phases" / f"{phase:06d}"
-        d.mkdir(parents=True)
-        lines = []
-        for pid in ids:
-            img = tmp_path / "images" / pid[:2] / pid
-            img.parent.mkdir(parents=True, exist_ok=True)
-            img.write_bytes(png(ord(pid)))
-            split = "probe" if pid == "b" else "train"
-            lines.append(json.dumps({"id": pid, "text": pid, "split": split, "image": f"images/{pid[:2]}/{pid}"}))
-        (d / "pairs.jsonl").write_text("\n".join(lines) + "\n" + ('{"id": "torn' if phase == 2 else ""))
-    assert [pid for pid, _ in iter_gallery(tmp_path)] == ["a", "b", "c"]
-    assert [pid for pid, _ in iter_gallery(tmp_path, splits=["train"])] == ["a", "c"]
-    assert dict(iter_gallery(tmp_path))["c"] == png(ord("c"))
-
-
 # --------------------------------------------------------------------------- the real tiny model
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    from trainer.model import create_model
-
-    return create_model("modx-tiny")
 
 
 def test_tiny_model_gallery_roundtrip(tmp_path, tiny):
@@ -161,17 +134,3 @@ def test_caption_index_ranks_a_caption_first_for_itself(tmp_path, tiny):
     assert index.size == 6 and index_dir(tmp_path, 0, "text") == tmp_path / "indexes" / "text" / "v000000"
     queries = encode_texts(model, tokenizer, [text for _, text in captions])
     assert [hits[0][0] for hits in index.search(queries, 1)] == [pid for pid, _ in captions]
-
-
-def test_load_serving_pairs_snapshot_with_index(tmp_path, tiny):
-    from trainer.snapshot import save_snapshot
-
-    model, preprocess, _ = tiny
-    snap = save_snapshot(model, tmp_path / "snapshots" / "v000000", model_name="modx-tiny",
-                         version=0, parent=None, phase=None, method="init")
-    reindex(0, records(10), SnapshotImageEncoder(model, preprocess), index_dir(tmp_path, 0), kind="flat")
-    holder = IndexHolder(load_serving(snap, index_dir(tmp_path, 0)))
-    serving = holder.get()
-    hits = serving.search_texts(["a red square", "noise"], 3)
-    assert serving.snapshot == serving.index.snapshot == 0
-    assert len(hits) == 2 and all(len(h) == 3 and h[0][0].startswith("g") for h in hits)

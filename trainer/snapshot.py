@@ -12,16 +12,14 @@ Loading never unpickles: weights come from safetensors, the record from JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import fsync_dir
+from trainer.atomic import publish_dir, temp_dir
 from trainer.model import create_model, model_config, register_config
 
 WEIGHTS = "model.safetensors"
@@ -36,20 +34,6 @@ def snapshot_name(version: int) -> str:
 
 def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-
-
-def publish_dir(tmp: Path, final: Path) -> Path:
-    """Atomically make a fully written temp directory visible as `final` (must not exist)."""
-    for f in tmp.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    fsync_dir(tmp)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; snapshots are immutable")
-    os.rename(tmp, final)
-    fsync_dir(final.parent)
-    return final
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -74,9 +58,7 @@ def save_snapshot(
 ) -> Path:
     """Write the snapshot directory atomically; `files` are further JSON files inside it."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = temp_dir(directory)
     try:
         save_file(_cpu_tensors(unwrap(model).state_dict()), tmp / WEIGHTS)
         if fisher is not None:
@@ -96,7 +78,7 @@ def save_snapshot(
         (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
         for name, data in (files or {}).items():
             (tmp / name).write_text(json.dumps(data))
-        return publish_dir(tmp, directory)
+        return publish_dir(tmp, directory)  # snapshots are immutable: an existing one is refused
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,12 +14,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field, model_validator
 
+from indexer.encoders import SnapshotEncoders
 from service import metrics
 from service.deps import get_limits, get_serving
 from service.errors import api_error
 from service.serving import ServingState
 from service.validation import Limits, PairError, check_image, decode_base64
-from trainer.embed import encode_images
 
 router = APIRouter(tags=["search"])
 
@@ -53,16 +53,15 @@ class SearchResponse(BaseModel):
     results: list[Hit]
 
 
-def encode_query(serving, req: SearchRequest, limits: Limits) -> np.ndarray:
-    model, preprocess, tokenizer = serving.model
+def encode_query(encoders: SnapshotEncoders, req: SearchRequest, limits: Limits) -> np.ndarray:
     if req.text is not None:
-        return serving.encode_text([req.text])
+        return encoders.text([req.text])
     try:
         data = decode_base64(req.image, limits)
         check_image(data, limits)
     except PairError as e:
         raise HTTPException(e.status, e.detail()) from e
-    return encode_images(model, preprocess, [data])
+    return encoders.image([data])
 
 
 @router.post("/v1/search", response_model=SearchResponse)
@@ -72,7 +71,7 @@ def search(req: SearchRequest, state: ServingState = Depends(get_serving), limit
         serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
     except LookupError:
         raise api_error(503, "not_ready", "no index is loaded yet: wait for the first snapshot and its index")
-    query = encode_query(serving, req, limits)
+    query = encode_query(serving.encoders, req, limits)
     wanted = req.filter or {}
     filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
     index = serving.index if req.target == "image" else serving.texts

@@ -3,7 +3,7 @@
     data/images/<id[:2]>/<id>            image bytes, written (atomically) before the record
     data/phases/<n:06d>/pairs.jsonl      one record per line, appended then fsynced
     data/phases/<n:06d>/manifest.json    written atomically at seal: present <=> sealed
-    data/phases/<n:06d>/status.json      training / trained / failed (the trainer worker)
+    data/phases/<n:06d>/status.json      training / trained / retry / failed (the trainer worker)
 
 Phases are numbered from 1. The open phase is the highest-numbered one without a
 manifest; its directory is created with its first pair. Exactly one process writes (a
@@ -35,7 +35,7 @@ log = logging.getLogger("modx.buffer")
 PHASES, IMAGES = "phases", "images"
 PAIRS_FILE, MANIFEST_FILE, STATUS_FILE, LOCK_FILE = "pairs.jsonl", "manifest.json", "status.json", ".writer.lock"
 PHASE_RE = re.compile(r"\d{6}")
-STATUSES = ("open", "sealed", "training", "trained", "failed")
+STATUSES = ("open", "sealed", "training", "trained", "failed", "retry")
 
 
 # ---------------------------------------------------------------- names and records

@@ -187,6 +187,7 @@ class PairConsumer:
 
     def step(self) -> int:
         s = self.settings
+        self.registry.ensure(self.buffer.data_dir)  # a flushed or restarted Redis: rebuilt from disk
         polled = self.kafka.poll(timeout_ms=s.consumer_poll_ms, max_records=s.consumer_max_records)
         messages = [m for batch in polled.values() for m in batch]
         if messages:

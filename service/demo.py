@@ -71,7 +71,7 @@ def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: f
             snap = wait_for(f"snapshot {phase}", lambda: _snapshot(client, phase), timeout_s)
             print(f"[{domain}] snapshot v{phase} {snap['status']} after {time.monotonic() - t0:.0f}s "
                   f"(method {snap.get('method')}, recipe {snap.get('recipe')})")  # fmt: skip
-            if snap["status"] == "serving":
+            if snap["status"] == "accepted":
                 wait_for(f"index {phase} served by the API", lambda: _served(client) == phase, timeout_s)
                 print(f"[{domain}] index v{phase} serving after {time.monotonic() - t0:.0f}s")
             print(recall_table(client.get("/v1/recall").json()))
@@ -113,6 +113,6 @@ def _sealed(client: httpx.Client, phase: int) -> dict | None:
 
 def _snapshot(client: httpx.Client, version: int) -> dict | None:
     for s in client.get("/v1/snapshots").json()["snapshots"]:
-        if s["version"] == version and s.get("status") in ("serving", "rejected"):
+        if s["version"] == version and s.get("status") in ("accepted", "superseded", "rejected"):
             return s
     return None

@@ -1,14 +1,18 @@
-"""Redis coordination: known pair ids, the phase registry, snapshots, the serving pointer,
-shared metric counters and seal requests. Disk holds the truth; everything here can be
-rebuilt from the data directory (`rebuild_from_disk`).
+"""Redis coordination: known pair ids, the phase registry, the cache of snapshot statuses
+and of the serving pointer, shared metric counters and seal requests. Disk holds the truth;
+everything here but the counters is rebuilt from the data directory (`rebuild_from_disk`).
 
     modx:ids                 set     every pair id written to a phase buffer
     modx:phases              hash    phase -> JSON {phase, status, n, n_train, n_probe, opened, sealed, ...}
-    modx:snapshots           hash    version -> JSON snapshot record (+ status)
-    modx:serving             string  JSON {"snapshot": v, "index": v}
+    modx:snapshots           hash    version -> JSON snapshot summary + status (cache of service.status)
+    modx:serving             string  JSON {"snapshot": v, "index": v} (cache of serving.json)
+    modx:epoch               string  set by the last complete rebuild: missing = flushed or new, rebuild
+    modx:rebuild             string  held (with a TTL) by the role that is rebuilding
     modx:metrics:<name>      string  counters shared across processes (INCRBYFLOAT)
-    modx:seal:requests       list    JSON {"id", "at"}: POST /v1/phases/seal -> the consumer
+    modx:seal:requests       list    JSON {"id"}: POST /v1/phases/seal -> the consumer
     modx:seal:result:<id>    list    the consumer's answer to one request (expires)
+
+Only `service.status` writes the snapshot and serving entries (disk first, then here).
 """
 
 from __future__ import annotations
@@ -22,14 +26,24 @@ from typing import Iterable, Sequence
 
 import redis
 
-from service import buffer
-from trainer.atomic import read_json
+from service import buffer, status
 
 log = logging.getLogger("modx.registry")
 
 PREFIX = "modx:"
 RESULT_TTL_S = 300
+REBUILD_TTL_S = 120
 CHUNK = 10_000
+# the rebuild's end: mark the epoch only if this rebuild still holds the lock (a FLUSHALL
+# in the middle of it removed the lock, and what it wrote before the flush is gone)
+MARK_EPOCH = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[2], ARGV[2])
+  redis.call('del', KEYS[1])
+  return 1
+end
+return 0
+"""
 
 
 def _chunks(items: Sequence[str], n: int = CHUNK) -> Iterable[Sequence[str]]:
@@ -96,17 +110,23 @@ class Registry:
             pipe.hset(self.key("phases"), str(open_phase["phase"]), json.dumps(open_phase))
         pipe.execute()
 
-    def set_phase_status(self, data_dir: str | Path, phase: int, status: str, **extra) -> dict:
-        """training / trained / failed: status.json on disk first, then the registry."""
-        buffer.write_phase_status(data_dir, phase, status, **extra)
+    def set_phase_status(self, data_dir: str | Path, phase: int, phase_status: str, **extra) -> dict:
+        """training / trained / retry / failed: status.json on disk first, then the registry."""
+        buffer.write_phase_status(data_dir, phase, phase_status, **extra)
         record = buffer.phase_info(data_dir, phase).to_dict()
         self.r.hset(self.key("phases"), str(phase), json.dumps(record))
         return record
 
-    # ------------------------------------------------------------ snapshots and serving
+    def sync_sealed(self, data_dir: str | Path) -> list[int]:
+        """Rewrite the sealed phases whose record here disagrees with disk; returns them."""
+        cached = self.phases()
+        disk = [buffer.phase_info(data_dir, n).to_dict() for n in buffer.sealed_phases(data_dir)]
+        stale = [record for record in disk if cached.get(record["phase"]) != record]
+        if stale:
+            self.r.hset(self.key("phases"), mapping={str(r["phase"]): json.dumps(r) for r in stale})
+        return [r["phase"] for r in stale]
 
-    def put_snapshot(self, version: int, record: dict) -> None:
-        self.r.hset(self.key("snapshots"), str(version), json.dumps(record))
+    # ------------------------------------------------------------ snapshots and serving
 
     def snapshots(self) -> dict[int, dict]:
         raw = self.r.hgetall(self.key("snapshots"))
@@ -116,12 +136,23 @@ class Registry:
         raw = self.r.hget(self.key("snapshots"), str(version))
         return json.loads(raw) if raw else None
 
-    def set_serving(self, snapshot: int, index: int | None) -> None:
-        self.r.set(self.key("serving"), json.dumps({"snapshot": snapshot, "index": index}))
-
     def serving(self) -> dict | None:
         raw = self.r.get(self.key("serving"))
         return json.loads(raw) if raw else None
+
+    def cache_snapshots(self, records: dict[int, dict], gone: Sequence[int] = (), pointer: dict | None = None) -> None:
+        """service.status's cache writes, in one transaction (nothing else calls this)."""
+        pipe = self.r.pipeline(transaction=True)
+        for version, record in records.items():
+            pipe.hset(self.key("snapshots"), str(version), json.dumps(record))
+        if gone:
+            pipe.hdel(self.key("snapshots"), *map(str, gone))
+        if pointer is not None:
+            pipe.set(self.key("serving"), json.dumps(pointer))
+        pipe.execute()
+
+    def cache_serving(self, pointer: dict) -> None:
+        self.r.set(self.key("serving"), json.dumps(pointer))
 
     # ------------------------------------------------------------ shared metrics
 
@@ -180,52 +211,37 @@ class Registry:
     def is_empty(self) -> bool:
         return not self.r.exists(self.key("ids"), self.key("phases"), self.key("snapshots"), self.key("serving"))
 
-    def ensure(self, data_dir: str | Path) -> bool:
-        """Rebuild from disk when Redis holds nothing (a fresh or flushed Redis); True if it did."""
-        if not self.is_empty():
-            return False
-        self.rebuild_from_disk(data_dir)
-        return True
+    def rebuilt(self) -> bool:
+        """Whether a complete rebuild happened since this Redis started or was last flushed."""
+        return bool(self.r.exists(self.key("epoch")))
 
-    def rebuild_from_disk(self, data_dir: str | Path) -> dict:
-        """Upsert everything the data directory knows: ids, phases, snapshots, serving."""
+    def ensure(self, data_dir: str | Path) -> bool:
+        """Rebuild from disk unless it was rebuilt since Redis started or was flushed: one
+        EXISTS when nothing is to be done, cheap enough for every role's loop. While another
+        role rebuilds, this one does not wait for it. True if this call rebuilt."""
+        if self.rebuilt():
+            return False
+        return self.rebuild_from_disk(data_dir, only_if_free=True) is not None
+
+    def rebuild_from_disk(self, data_dir: str | Path, only_if_free: bool = False) -> dict | None:
+        """Upsert everything the data directory knows: ids, phases, snapshots with their status,
+        the serving pointer; then mark the epoch. None if `only_if_free` and another role holds
+        the rebuild lock."""
+        token = uuid.uuid4().hex
+        if not self.r.set(self.key("rebuild"), token, nx=only_if_free, ex=REBUILD_TTL_S):
+            return None
         data_dir = Path(data_dir)
         phases = buffer.list_phases(data_dir)
         ids = [r.id for p in phases for r in buffer.read_records(data_dir, p.phase)]
         self.add_ids(ids)
         for info in phases:
             self.r.hset(self.key("phases"), str(info.phase), json.dumps(info.to_dict()))
-        snapshots = disk_snapshots(data_dir)
-        for version, record in snapshots.items():
-            self.put_snapshot(version, record)
-        serving = disk_serving(data_dir, snapshots)
-        if serving is not None and self.serving() is None:
-            self.set_serving(**serving)
-        summary = {"ids": len(ids), "phases": len(phases), "snapshots": len(snapshots), "serving": serving}
+        snapshots = status.disk_snapshots(data_dir)
+        gone = [v for v in self.snapshots() if v not in snapshots]
+        serving = status.read_serving(data_dir)
+        self.cache_snapshots(snapshots, gone, serving)
+        marked = self.r.eval(MARK_EPOCH, 2, self.key("rebuild"), self.key("epoch"), token, str(time.time()))
+        summary = {"ids": len(ids), "phases": len(phases), "snapshots": len(snapshots), "serving": serving,
+                   "complete": bool(marked)}
         log.info("registry rebuilt from %s: %s", data_dir, summary)
         return summary
-
-
-def disk_snapshots(data_dir: Path) -> dict[int, dict]:
-    """snapshots/v*/snapshot.json, with the guard's status from recall.json when there is one."""
-    out = {}
-    for path in sorted((data_dir / "snapshots").glob("v[0-9]*/snapshot.json")):
-        record = read_json(path) or {}
-        guard = read_json(path.parent / "recall.json") or {}
-        if "status" in guard:
-            record["status"] = guard["status"]
-        out[int(path.parent.name[1:])] = record
-    return out
-
-
-def disk_serving(data_dir: Path, snapshots: dict[int, dict]) -> dict | None:
-    """The pointer to restore: serving.json if a worker wrote one, else the newest snapshot
-    not rejected by the guard and the newest published index."""
-    saved = read_json(data_dir / "serving.json")
-    if saved is not None:
-        return {"snapshot": saved["snapshot"], "index": saved.get("index")}
-    ok = [v for v, rec in snapshots.items() if rec.get("status", "serving") != "rejected"]
-    if not ok:
-        return None
-    indexes = sorted(int(p.parent.name[1:]) for p in (data_dir / "indexes").glob("v[0-9]*/index.json"))
-    return {"snapshot": max(ok), "index": indexes[-1] if indexes else None}

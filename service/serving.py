@@ -17,7 +17,7 @@ from pathlib import Path
 from indexer.encoders import SnapshotEncoders
 from indexer.index import Index
 from indexer.store import apply_segments, index_dir, load_index
-from service import buffer
+from service import buffer, status
 from service.registry import Registry
 from service.training import snapshot_dir
 
@@ -111,7 +111,8 @@ class ServingState:
         self.catalog = Catalog(data_dir)
 
     def poll(self) -> None:
-        pointer = self.registry.serving()
+        self.registry.ensure(self.data_dir)  # a flushed or restarted Redis is rebuilt from disk
+        pointer = status.read_serving(self.data_dir)
         if not pointer or pointer.get("index") is None:
             return
         current = self.holder.get() if self.holder.ready else None

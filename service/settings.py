@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     guard_max_drop: float | None = Field(None, description="reject a snapshot whose mean old-probe R@1 drops more "
                                          "than this below the serving one's (negative: demand that gain); None: off")
     worker_poll_s: float = Field(1.0, gt=0)
+    train_max_attempts: int = Field(5, ge=1, description="tries of a phase whose training fails (disk faults "
+                                    "do not count: the phase waits until the disk takes writes again)")
+    train_retry_first_s: float = Field(5.0, gt=0, description="backoff before the second try, doubled after each")
+    train_retry_cap_s: float = Field(300.0, gt=0, description="longest backoff between tries")
 
     # the indexer
     index_kind: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = "auto"

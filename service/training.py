@@ -1,7 +1,8 @@
 """The trainer worker's work for one sealed phase, and the promotion guard.
 
-Teacher = the serving snapshot. The child is published atomically by trainer.phase; its
-recall on every phase's probe and its drift from the parent are written beside it.
+Parent (the teacher) = the newest accepted snapshot (service.status). The child is published
+atomically by trainer.phase; its recall on every phase's probe and its drift from the
+parent are written beside it.
 Snapshot versions follow phases: phase t trains snapshot t; version 0 is CLIP_0.
 """
 
@@ -12,21 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from trainer.atomic import read_json, write_json_atomic
+from trainer.atomic import write_json_atomic
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
 from trainer.phase import train_phase
 from trainer.simulate import initial_snapshot, r1
-from trainer.snapshot import read_record, snapshot_name
+
+from service.status import RECALL_FILE, snapshot_dir
 
 log = logging.getLogger("modx.trainer_worker")
 
-RECALL_FILE, DRIFT_FILE = "recall.json", "drift.json"
-
-
-def snapshot_dir(data_dir: Path, version: int) -> Path:
-    return Path(data_dir) / "snapshots" / snapshot_name(version)
+DRIFT_FILE = "drift.json"
+__all__ = ["DRIFT_FILE", "RECALL_FILE", "Outcome", "ensure_clip0", "guard", "snapshot_dir", "train_and_evaluate"]
 
 
 def ensure_clip0(data_dir: Path, model: str, pretrained: str | None, seed: int = 0) -> Path:
@@ -42,22 +41,22 @@ def mean_r1(recall: dict, probes: Sequence[str]) -> float | None:
 @dataclass
 class Outcome:
     version: int
-    status: str  # serving | rejected
+    status: str  # accepted | rejected
     recall: dict
     reason: str = ""
 
 
-def guard(new: dict, serving: dict, old_probes: Sequence[str], max_drop: float | None) -> tuple[str, str]:
-    """Reject a snapshot whose mean old-probe R@1 falls more than `max_drop` below the serving one.
+def guard(new: dict, parent: dict, old_probes: Sequence[str], max_drop: float | None) -> tuple[str, str]:
+    """Reject a snapshot whose mean old-probe R@1 falls more than `max_drop` below its parent's.
 
     None turns the guard off; a negative `max_drop` demands an improvement of at least that much.
     """
     if max_drop is None or not old_probes:
-        return "serving", ""
-    new_r1, old_r1 = mean_r1(new, old_probes), mean_r1(serving, old_probes)
+        return "accepted", ""
+    new_r1, old_r1 = mean_r1(new, old_probes), mean_r1(parent, old_probes)
     if new_r1 is not None and old_r1 is not None and new_r1 < old_r1 - max_drop:
-        return "rejected", f"mean old-probe R@1 {new_r1:.3f} < serving {old_r1:.3f} - {max_drop}"
-    return "serving", ""
+        return "rejected", f"mean old-probe R@1 {new_r1:.3f} < parent {old_r1:.3f} - {max_drop}"
+    return "accepted", ""
 
 
 def train_and_evaluate(
@@ -66,52 +65,41 @@ def train_and_evaluate(
     pairs: Sequence[Pair],
     probes: dict[str, list[Pair]],
     cfg: TrainConfig,
-    serving: int,
+    parent: int,
     *,
     replay: Sequence[Sequence[Pair]] = (),
     max_drop: float | None = None,
     gallery: int | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> Outcome:
-    """Train snapshot `phase` from snapshot `serving` on `pairs`, evaluate, apply the guard.
+    """Train snapshot `phase` from snapshot `parent` on `pairs`, evaluate, apply the guard.
 
     `probes` maps a phase name ("1", "2", ...) to its probe pairs, this phase's included.
-    `gallery` is the snapshot that embedded the index being served (default: `serving`):
+    `gallery` is the snapshot that embedded the index being served (default: `parent`):
     recall of the new text tower against that old gallery is reported beside the recall
     against a re-embedded one, which is what `reindex = keep` trades.
     """
     data_dir = Path(data_dir)
-    parent = snapshot_dir(data_dir, serving)
+    parent_dir = snapshot_dir(data_dir, parent)
     out = snapshot_dir(data_dir, phase)
     if not out.exists():
         recipe = cfg.recipe()
-        train_phase(parent, pairs, cfg, out, version=phase, phase=phase, replay=replay,
+        train_phase(parent_dir, pairs, cfg, out, version=phase, phase=phase, replay=replay,
                     work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
                     extra_record={"recipe": recipe})  # fmt: skip
     new_eval: Evaluation = evaluate(out, probes, cfg.device)
-    parent_eval: Evaluation = evaluate(parent, probes, cfg.device)
-    gallery = serving if gallery is None else gallery
-    gallery_eval = parent_eval if gallery == serving else evaluate(snapshot_dir(data_dir, gallery), probes, cfg.device)
+    parent_eval: Evaluation = evaluate(parent_dir, probes, cfg.device)
+    gallery = parent if gallery is None else gallery
+    gallery_eval = parent_eval if gallery == parent else evaluate(snapshot_dir(data_dir, gallery), probes, cfg.device)
     old = [name for name in probes if name != str(phase)]
     status, reason = guard(new_eval.recall, parent_eval.recall, old, max_drop)
     write_json_atomic(out / RECALL_FILE, {
-        "snapshot": phase, "parent": serving, "recall": new_eval.recall,
+        "snapshot": phase, "parent": parent, "recall": new_eval.recall,
         "parent_recall": parent_eval.recall,
         "old_gallery": old_gallery_recall(new_eval, gallery_eval), "old_gallery_snapshot": gallery,
         "mean_r1_old": mean_r1(new_eval.recall, old), "mean_r1_all": mean_r1(new_eval.recall, list(probes)),
         "status": status, "reason": reason,
     })  # fmt: skip
-    write_json_atomic(out / DRIFT_FILE, {"from": serving, "to": phase, **transition_drift(parent_eval, new_eval)})
-    log.info("snapshot %d from %d: %s %s", phase, serving, status, reason)
+    write_json_atomic(out / DRIFT_FILE, {"from": parent, "to": phase, **transition_drift(parent_eval, new_eval)})
+    log.info("snapshot %d from %d: %s %s", phase, parent, status, reason)
     return Outcome(phase, status, new_eval.recall, reason)
-
-
-def snapshot_summary(path: Path) -> dict:
-    """What /v1/snapshots shows of one snapshot directory."""
-    record = read_record(path)
-    summary = {k: record.get(k) for k in ("version", "parent", "phase", "method", "created", "model", "recipe", "train")}
-    rec = read_json(path / RECALL_FILE)
-    if rec is not None:
-        summary.update(recall={"mean_r1_old": rec["mean_r1_old"], "mean_r1_all": rec["mean_r1_all"]},
-                       guard={"status": rec["status"], "reason": rec["reason"]})  # fmt: skip
-    return summary

@@ -1,7 +1,8 @@
 """The trainer worker and the indexer worker: loops over what is on disk.
 
-Trainer: takes sealed phases in order; teacher = the newest snapshot the guard accepted;
-publishes snapshot t with recall and drift; the guard marks it serving or rejected.
+Trainer: takes sealed phases in order; parent = the newest snapshot the guard accepted;
+publishes snapshot t with recall and drift; the guard marks it accepted or rejected
+(service.status, on disk). A phase whose training fails is retried (service.retry).
 Indexer: when a newer accepted snapshot exists (reindex=full) it re-embeds the whole
 gallery and publishes its index, then flips the serving pointer to (snapshot, index) at
 once; between snapshots it embeds new pairs with the serving snapshot into segments, so
@@ -11,6 +12,7 @@ they are searchable within seconds.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -18,17 +20,16 @@ from pathlib import Path
 
 from trainer.config import TrainConfig
 from trainer.data import Pair
-from trainer.atomic import write_json_atomic
 
 from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTextEncoder
 from indexer.gallery import add_segment, reindex
 from indexer.index import Index
 from indexer.store import MODALITIES, apply_segments, index_dir, load_index
-from service import buffer
-from service import metrics
+from service import buffer, metrics, status
 from service.registry import Registry
+from service.retry import PhaseRetries
 from service.settings import Settings
-from service.training import Outcome, ensure_clip0, snapshot_dir, snapshot_summary, train_and_evaluate
+from service.training import Outcome, ensure_clip0, snapshot_dir, train_and_evaluate
 
 log = logging.getLogger("modx.workers")
 BUILD_ORDER = ("text", "image")  # the caption index first: the image index's directory marks both built
@@ -57,35 +58,38 @@ class PhaseTrainPairs(Sequence):
         return buffer.load_pair(self.data_dir, self.records[i], self.phase)
 
 
-def serving_snapshot(registry: Registry) -> int | None:
-    """The newest snapshot the guard accepted (the teacher of the next phase); None before CLIP_0."""
-    accepted = [v for v, rec in registry.snapshots().items() if rec.get("status") == "serving"]
-    return max(accepted, default=None)
-
-
 def bootstrap(s: Settings, registry: Registry) -> None:
-    """Snapshot 0 (CLIP_0) on disk and in the registry."""
-    path = ensure_clip0(s.data_dir, s.model, s.pretrained, s.seed)
-    if registry.snapshot(0) is None:
-        registry.put_snapshot(0, {**snapshot_summary(path), "status": "serving"})
+    """Snapshot 0 (CLIP_0) on disk, accepted; half-written snapshot directories of a killed
+    run removed; statuses repaired and the cache in step with them."""
+    for stale in (Path(s.data_dir) / "snapshots").glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    ensure_clip0(s.data_dir, s.model, s.pretrained, s.seed)
+    status.repair(s.data_dir)
+    if not (snapshot_dir(s.data_dir, 0) / status.STATUS_FILE).exists():
+        status.judge(s.data_dir, registry, 0, "accepted", "CLIP_0, the starting model")
+    status.sync(s.data_dir, registry)
 
 
 def next_phase(data_dir: Path) -> int | None:
-    """The first sealed phase not trained yet (a 'training' one was cut short: resume it)."""
+    """The first sealed phase not trained yet (a 'training' one was cut short: resume it;
+    a 'retry' one failed for a cause a retry may fix)."""
     for info in buffer.list_phases(data_dir):
-        if info.status in ("sealed", "training"):
+        if info.status in ("sealed", "training", "retry"):
             return info.phase
     return None
 
 
 def train_next(s: Settings, registry: Registry) -> Outcome | None:
+    """Train the next phase; raises what training raised (TrainerWorker decides on retries)."""
     phase = next_phase(s.data_dir)
     if phase is None:
         return None
-    teacher = serving_snapshot(registry)
-    gallery = (registry.serving() or {}).get("index")  # the snapshot that embedded the served index
+    parent = status.accepted(s.data_dir)
+    if parent is None:
+        raise RuntimeError("no accepted snapshot to train from (CLIP_0 missing)")
+    gallery = (status.read_serving(s.data_dir) or {}).get("index")  # the snapshot that embedded the served index
     started = buffer.utc_now()
-    registry.set_phase_status(s.data_dir, phase, "training", teacher=teacher, started=started)
+    registry.set_phase_status(s.data_dir, phase, "training", parent=parent, started=started)
     sealed = [n for n in buffer.sealed_phases(s.data_dir) if n <= phase]
     probes = {str(n): buffer.phase_pairs(s.data_dir, n, "probe") for n in sealed}
     past = [PhaseTrainPairs(s.data_dir, n) for n in sealed if n < phase]
@@ -97,21 +101,11 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
             registry.set_gauge("train_loss", info["loss"])
             registry.set_gauge("train_step_seconds", info["seconds"])
 
-    try:
-        outcome = train_and_evaluate(
-            s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), teacher,
-            replay=past, max_drop=s.guard_max_drop, gallery=gallery, on_step=on_step,
-        )  # fmt: skip
-    except Exception as e:  # a bad phase must not stop the worker: mark it and go on
-        log.exception("training phase %d failed", phase)
-        registry.set_phase_status(s.data_dir, phase, "failed", started=started, error=f"{type(e).__name__}: {e}")
-        return None
-    if outcome.status == "serving":
-        for version, rec in registry.snapshots().items():
-            if rec.get("status") == "serving":
-                registry.put_snapshot(version, {**rec, "status": "superseded"})
-    summary = {**snapshot_summary(snapshot_dir(s.data_dir, phase)), "status": outcome.status, "reason": outcome.reason}
-    registry.put_snapshot(phase, summary)
+    outcome = train_and_evaluate(
+        s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), parent,
+        replay=past, max_drop=s.guard_max_drop, gallery=gallery, on_step=on_step,
+    )  # fmt: skip
+    status.judge(s.data_dir, registry, phase, outcome.status, outcome.reason)
     registry.set_phase_status(s.data_dir, phase, "trained", started=started, snapshot=phase,
                               snapshot_status=outcome.status)  # fmt: skip
     metrics.SNAPSHOT_VERSION.set(phase)
@@ -122,12 +116,49 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
     return outcome
 
 
+class TrainerWorker:
+    """The trainer's loop body: keep the cache in step with disk, train the next phase,
+    retry a failed one (service.retry)."""
+
+    def __init__(self, s: Settings, registry: Registry):
+        self.s, self.registry, self.retries = s, registry, PhaseRetries(s, registry)
+        self.ready = False
+
+    def tick(self) -> bool:
+        """One step; True if it trained a phase (so the loop goes on at once)."""
+        if not self.ready:
+            bootstrap(self.s, self.registry)
+            self.ready = True
+        self.registry.ensure(self.s.data_dir)
+        status.sync(self.s.data_dir, self.registry)
+        self.registry.sync_sealed(self.s.data_dir)
+        phase = next_phase(self.s.data_dir)
+        if phase is None:
+            return False
+        waiting = self.retries.wait_reason(phase)
+        if waiting is not None:
+            log.debug("phase %d waits: %s", phase, waiting)
+            return False
+        try:
+            train_next(self.s, self.registry)
+        except Exception as e:  # a failed phase must not stop the worker
+            log.exception("training phase %d failed", phase)
+            self.retries.failed(phase, e)
+            return False
+        self.retries.succeeded(phase)
+        return True
+
+
 def run_trainer(s: Settings, stop: threading.Event) -> None:
     registry = Registry.from_url(s.redis_url)
-    registry.ensure(s.data_dir)
-    bootstrap(s, registry)
+    worker = TrainerWorker(s, registry)
     while not stop.is_set():
-        if train_next(s, registry) is None:
+        try:
+            busy = worker.tick()
+        except Exception:  # Redis away, a disk fault outside training: the next tick tries again
+            log.exception("trainer tick failed; retrying")
+            busy = False
+        if not busy:
             stop.wait(s.worker_poll_s)
 
 
@@ -150,10 +181,10 @@ class IndexerWorker:
         """The snapshot whose index should serve: the newest accepted one, or with
         `reindex = keep` the one already serving (its index and query encoder stay)."""
         if self.s.reindex == "keep":
-            served = (self.registry.serving() or {}).get("index")
+            served = (status.read_serving(self.s.data_dir) or {}).get("index")
             if served is not None:
                 return served
-        return serving_snapshot(self.registry)
+        return status.accepted(self.s.data_dir)
 
     def new_records(self) -> dict[str, list]:
         """The pairs written since the last call (open phase included) that the indexes do
@@ -181,9 +212,7 @@ class IndexerWorker:
                 self.indexes[modality] = reindex(
                     version, records[modality], self.encoders[modality], index_dir(self.s.data_dir, version, modality),
                     self.s.index_kind, batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
-        pointer = {"snapshot": version, "index": version}
-        write_json_atomic(Path(self.s.data_dir) / "serving.json", pointer)
-        self.registry.set_serving(**pointer)
+        status.set_serving(self.s.data_dir, self.registry, version, version)
         self.report()
         log.info("index v%d: %d pairs in %.1fs", version, self.index.size, time.perf_counter() - t0)
 
@@ -207,6 +236,7 @@ class IndexerWorker:
         self.registry.set_gauge("index_size", self.index.size)
 
     def tick(self) -> None:
+        self.registry.ensure(self.s.data_dir)
         target = self.target()
         if target is None:  # the trainer worker has not published CLIP_0 yet
             return
@@ -218,7 +248,6 @@ class IndexerWorker:
 
 def run_indexer(s: Settings, stop: threading.Event) -> None:
     registry = Registry.from_url(s.redis_url)
-    registry.ensure(s.data_dir)
     worker = IndexerWorker(s, registry)
     while not stop.is_set():
         try:

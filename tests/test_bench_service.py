@@ -43,7 +43,7 @@ def test_freshness_smoke(tmp_path):
     assert fresh["searchable_s"]["p50"] <= fresh["searchable_s"]["max"]
     assert [p["phase"] for p in saved["phases"]] == list(range(1, preset["phases"] + 1))
     for phase in saved["phases"]:
-        assert phase["pairs"] == preset["pairs"] and phase["snapshot_status"] == "serving"
+        assert phase["pairs"] == preset["pairs"] and phase["snapshot_status"] == "accepted"
         assert phase["index_size"] >= preset["pairs"] and phase["train_steps"] > 0
         for key in ("seal_to_search_s", "wait_for_trainer_s", "train_s", "train_loop_s", "evaluate_s", "reindex_s",
                     "api_swap_s"):  # fmt: skip

@@ -95,7 +95,7 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
             assert [a["status"] for a in post(client, pairs[:3])] == ["duplicate"] * 3
             r = client.post("/v1/phases/seal")
             assert r.status_code == 200, r.text
-            wait(f"snapshot {t}", lambda: any(s["version"] == t and s.get("status") in ("serving", "rejected")
+            wait(f"snapshot {t}", lambda: any(s["version"] == t and s.get("status") in ("accepted", "superseded", "rejected")
                                                for s in client.get("/v1/snapshots").json()["snapshots"]))  # fmt: skip
             wait(f"index {t}", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == t)
             wait(f"the searches answered by v{t}", lambda: any(s == t for s, _ in searches))  # not a race with `stop`

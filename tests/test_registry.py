@@ -4,35 +4,96 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from service import buffer
+from service import buffer, status
 from trainer.atomic import write_json_atomic
 from service.metrics import SharedMetrics
 from service.registry import Registry
 from tests.test_buffer import incoming, open_buffer
 
 
-def test_rebuild_from_disk(tmp_path, redis_server, redis_client):
-    with open_buffer(tmp_path, phase_size=2) as buf:
-        result = buf.append(incoming("a", "b", "c"))
-    buffer.write_phase_status(tmp_path, 1, "trained", snapshot=1)
-    for version, status in ((0, None), (1, "serving"), (2, "rejected")):
-        (tmp_path / "snapshots" / f"v{version:06d}").mkdir(parents=True)
-        write_json_atomic(tmp_path / "snapshots" / f"v{version:06d}" / "snapshot.json", {"version": version})
-        if status:
-            write_json_atomic(tmp_path / "snapshots" / f"v{version:06d}" / "recall.json", {"status": status})
-    (tmp_path / "indexes" / "v000001").mkdir(parents=True)
-    write_json_atomic(tmp_path / "indexes" / "v000001" / "index.json", {"snapshot": 1})
+def put_json(path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, data)
 
+
+def disk_with_snapshots(path) -> dict:
+    """Two phases (one sealed and trained), snapshots 0..2 (v1 from a data dir made before
+    status.json: its verdict only in recall.json), an index of snapshot 1, the pointer."""
+    with open_buffer(path, phase_size=2) as buf:
+        result = buf.append(incoming("a", "b", "c"))
+    buffer.write_phase_status(path, 1, "trained", snapshot=1)
+    for version in (0, 1, 2):
+        put_json(status.snapshot_dir(path, version) / "snapshot.json", {"version": version})
+    status.write_status(path, 0, "superseded", "snapshot 1 accepted")
+    write_json_atomic(status.snapshot_dir(path, 1) / "recall.json", {"status": "serving"})  # the old word
+    status.write_status(path, 2, "rejected", "mean old-probe R@1 fell")
+    put_json(path / "indexes" / "v000001" / "index.json", {"snapshot": 1})
+    status.set_serving(path, Registry.from_url("redis://127.0.0.1:1/0"), 1, 1)  # Redis away: disk only
+    return result.sealed[0]
+
+
+def test_rebuild_from_disk(tmp_path, redis_server, redis_client):
+    sealed = disk_with_snapshots(tmp_path)
     registry = Registry.from_url(redis_server)
-    assert registry.is_empty()
+    assert registry.is_empty() and not registry.rebuilt()
     assert registry.ensure(tmp_path) is True
     assert registry.known(["a", "b", "c", "zz"]) == [True, True, True, False]
     phases = registry.phases()
     assert [(n, p["status"], p["n"]) for n, p in phases.items()] == [(1, "trained", 2), (2, "open", 1)]
-    assert phases[1]["snapshot"] == 1 and phases[1]["opened"] == result.sealed[0]["opened"]
-    assert {v: r.get("status") for v, r in registry.snapshots().items()} == {0: None, 1: "serving", 2: "rejected"}
+    assert phases[1]["snapshot"] == 1 and phases[1]["opened"] == sealed["opened"]
+    statuses = {v: r.get("status") for v, r in registry.snapshots().items()}
+    assert statuses == {0: "superseded", 1: "accepted", 2: "rejected"}
+    assert registry.snapshot(2)["reason"] == "mean old-probe R@1 fell"
     assert registry.serving() == {"snapshot": 1, "index": 1}
-    assert registry.ensure(tmp_path) is False  # not empty any more: left alone
+    assert registry.ensure(tmp_path) is False  # rebuilt since the flush: one EXISTS, nothing done
+
+
+def test_snapshot_0_keeps_its_status_through_every_rebuild(tmp_path, redis_server, redis_client):
+    """Defect 2: rebuild_from_disk replaced each snapshot's record with snapshot.json, so
+    CLIP_0 lost `accepted` and the next phase had no parent."""
+    put_json(status.snapshot_dir(tmp_path, 0) / "snapshot.json", {"version": 0})
+    registry = Registry.from_url(redis_server)
+    status.judge(tmp_path, registry, 0, "accepted", "CLIP_0")
+    for _ in range(3):  # e.g. the consumer restarting
+        registry.rebuild_from_disk(tmp_path)
+        assert registry.snapshot(0)["status"] == "accepted"
+        assert status.accepted(tmp_path) == 0
+
+
+def test_flush_while_traffic_flows_is_repaired(tmp_path, redis_server, redis_client):
+    """Defect 3: after FLUSHALL the consumer's next batch refilled Redis first, so a check
+    for an empty Redis never rebuilt it; the epoch marker does."""
+    disk_with_snapshots(tmp_path)
+    registry = Registry.from_url(redis_server)
+    registry.ensure(tmp_path)
+    before = registry.snapshots()
+    redis_client.flushall()
+    registry.record_written(["d"], {"phase": 2, "status": "open", "n": 2})  # a batch lands first
+    assert not registry.is_empty()
+    assert registry.ensure(tmp_path) is True
+    assert registry.snapshots() == before and registry.serving() == {"snapshot": 1, "index": 1}
+    assert registry.known(["a", "b", "c"]) == [True, True, True]
+
+
+def test_cache_disagreeing_with_disk_is_repaired(tmp_path, redis_server, redis_client):
+    disk_with_snapshots(tmp_path)
+    registry = Registry.from_url(redis_server)
+    registry.ensure(tmp_path)
+    registry.cache_snapshots({1: {"status": "superseded"}, 7: {"status": "accepted"}}, pointer={"snapshot": 0, "index": 0})
+    assert status.sync(tmp_path, registry) is True
+    assert {v: r["status"] for v, r in registry.snapshots().items()} == {0: "superseded", 1: "accepted",
+                                                                         2: "rejected"}
+    assert registry.serving() == {"snapshot": 1, "index": 1}
+    assert status.sync(tmp_path, registry) is False
+
+
+def test_a_flush_during_a_rebuild_leaves_it_unmarked(tmp_path, redis_server, redis_client):
+    disk_with_snapshots(tmp_path)
+    registry = Registry.from_url(redis_server)
+    redis_client.set("modx:rebuild", "someone-else", ex=60)
+    assert registry.ensure(tmp_path) is False  # another role is rebuilding: not twice at once
+    redis_client.flushall()  # ... and its lock went with the flush
+    assert registry.ensure(tmp_path) is True and registry.rebuilt()
 
 
 def test_register_sealed_is_one_transaction(redis_server, redis_client):

@@ -6,6 +6,7 @@ index and reports recall against it."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -13,7 +14,8 @@ from service import buffer
 from trainer.atomic import read_json
 from service.registry import Registry
 from service.training import RECALL_FILE, guard, snapshot_dir
-from service.workers import IndexerWorker, bootstrap, train_next
+from service.workers import IndexerWorker, TrainerWorker, bootstrap, train_next
+from bench import loopfs
 from tests.helpers import write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.snapshot import TRAINED
@@ -42,7 +44,7 @@ def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
     registry = Registry.from_url(s.redis_url)
     bootstrap(s, registry)
     for _ in range(PHASES):
-        assert train_next(s, registry).status == "serving"
+        assert train_next(s, registry).status == "accepted"
     probes = set().union(*(split_ids(s.data_dir, n, "probe") for n in range(1, PHASES + 1)))
     assert probes  # the test means something only if there are probe pairs to avoid
     for phase in range(1, PHASES + 1):
@@ -57,13 +59,13 @@ def test_guard_rejects_and_the_last_good_snapshot_keeps_serving(worker_settings,
     write_phases(worker_settings, stream, PHASES)
     registry = Registry.from_url(worker_settings.redis_url)
     bootstrap(worker_settings, registry)
-    assert train_next(worker_settings, registry).status == "serving"  # phase 1 has no old probe to guard
+    assert train_next(worker_settings, registry).status == "accepted"  # phase 1 has no old probe to guard
     strict = worker_settings.model_copy(update={"guard_max_drop": -2.0})  # demands an impossible R@1 gain
     rejected = train_next(strict, registry)
     assert rejected.status == "rejected" and "R@1" in rejected.reason
-    assert train_next(worker_settings, registry).status == "serving"
+    assert train_next(worker_settings, registry).status == "accepted"
     snaps = registry.snapshots()
-    assert [snaps[v]["status"] for v in (0, 1, 2, 3)] == ["superseded", "superseded", "rejected", "serving"]
+    assert [snaps[v]["status"] for v in (0, 1, 2, 3)] == ["superseded", "superseded", "rejected", "accepted"]
     assert snaps[3]["parent"] == 1  # the rejected snapshot taught nothing
     assert registry.phase(2)["snapshot_status"] == "rejected"
     assert read_json(snapshot_dir(worker_settings.data_dir, 2) / RECALL_FILE)["status"] == "rejected"
@@ -72,10 +74,10 @@ def test_guard_rejects_and_the_last_good_snapshot_keeps_serving(worker_settings,
 def test_guard_compares_old_probes_only():
     rec = lambda r: {"i2t": {"r1": r}, "t2i": {"r1": r}}  # noqa: E731
     serving = {"1": rec(0.8), "2": rec(0.1)}
-    assert guard({"1": rec(0.7), "2": rec(0.9)}, serving, ["1"], 0.2) == ("serving", "")
+    assert guard({"1": rec(0.7), "2": rec(0.9)}, serving, ["1"], 0.2) == ("accepted", "")
     status, reason = guard({"1": rec(0.5), "2": rec(0.9)}, serving, ["1"], 0.2)
     assert status == "rejected" and "0.500" in reason
-    assert guard({"1": rec(0.0)}, serving, ["1"], None)[0] == "serving"  # off
+    assert guard({"1": rec(0.0)}, serving, ["1"], None)[0] == "accepted"  # off
 
 
 @pytest.mark.parametrize("reindex", ["full", "keep"])
@@ -98,3 +100,43 @@ def test_reindex_full_follows_snapshots_and_keep_stays(worker_settings, stream, 
     assert set(recall["old_gallery"]) == set(recall["recall"]) == {"1", "2"}
     for probe in recall["old_gallery"].values():
         assert 0 <= probe["t2i"]["r1"] <= probe["t2i"]["r10"] <= 1
+
+
+def test_phase_trains_after_a_consumer_restart_and_a_flush(worker_settings, stream, redis_client):
+    """Defects 2 and 3: a rebuild (every consumer start) dropped CLIP_0's status, and a
+    FLUSHALL was never repaired, so phase 1 had no parent and failed for good."""
+    s, registry = worker_settings, Registry.from_url(worker_settings.redis_url)
+    worker = TrainerWorker(s, registry)
+    assert worker.tick() is False  # CLIP_0 made, nothing to train yet
+    registry.rebuild_from_disk(s.data_dir)  # what the consumer does at every start
+    redis_client.flushall()
+    write_phases(s, stream, 1)
+    assert worker.tick() is True
+    assert buffer.phase_info(s.data_dir, 1).status == "trained"
+    assert {v: r["status"] for v, r in registry.snapshots().items()} == {0: "superseded", 1: "accepted"}
+    assert registry.phase(1)["status"] == "trained" and registry.phase(1)["snapshot_status"] == "accepted"
+
+
+@pytest.mark.skipif(loopfs.available() is not None, reason=str(loopfs.available()))
+def test_training_on_a_full_disk_is_retried_once_space_is_freed(worker_settings, stream, tmp_path):
+    """Defect 6: ENOSPC while training marked the phase failed for good."""
+    with loopfs.loop_fs(tmp_path / "disk", size_mb=96) as fs:
+        s = worker_settings.model_copy(update={"data_dir": fs.mount / "data", "train_retry_first_s": 0.05})
+        write_phases(s, stream, 1)
+        registry = Registry.from_url(s.redis_url)
+        bootstrap(s, registry)
+        worker = TrainerWorker(s, registry)
+        worker.ready = True
+        fs.fill(leave_bytes=64 << 10)  # room for a status file, not for a snapshot
+        assert worker.tick() is False
+        assert worker.retries.phases[1].error  # it tried, and failed
+        assert buffer.phase_info(s.data_dir, 1).status != "failed"
+        assert not snapshot_dir(s.data_dir, 1).exists()
+        assert not list((s.data_dir / "snapshots").glob(".tmp-*"))  # nothing half-written
+        assert worker.tick() is False  # still full: waits, the attempt does not count
+        assert worker.retries.phases[1].count == 0
+        fs.free()
+        time.sleep(0.2)  # the backoff
+        assert worker.tick() is True
+        assert buffer.phase_info(s.data_dir, 1).status == "trained"
+        assert registry.snapshot(1)["status"] == "accepted"

@@ -20,8 +20,10 @@ def get_data_dir(settings: Settings = Depends(get_settings)) -> Path:
 
 
 @router.get("/v1/snapshots")
-def snapshots(registry: Registry = Depends(get_registry)):
-    """Every snapshot: version, parent, phase, method, recipe, status, created, recall summary."""
+def snapshots(registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir)):
+    """Every snapshot: version, parent, phase, method, recipe, status (accepted / rejected /
+    superseded) and its reason, created, recall summary; and the serving pointer."""
+    registry.ensure(data_dir)
     serving = registry.serving() or {}
     return {"serving": serving, "snapshots": [{"version": v, **rec} for v, rec in registry.snapshots().items()]}
 

@@ -9,20 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from trainer.data import split_of
-from trainer.datasets import emoji
-from trainer.datasets.emoji import (
-    EmojiDataset,
-    IntegrityError,
-    Names,
-    NpmCache,
-    Style,
-    canonical,
-    emoji_stream,
-    load_concepts,
-    sha512_integrity,
-    slugify,
-    tarball_name,
-)
+from trainer.datasets import iconify
+from trainer.datasets.emoji import EmojiDataset, Names, Style, canonical, emoji_stream, load_concepts, slugify
+from trainer.datasets.npm import IntegrityError, NpmCache, sha512_integrity, tarball_name
 
 # hexcode, CLDR label, tags, group, subgroup
 EMOJI = [
@@ -163,7 +152,7 @@ def cache(tmp_path, tarballs):
 
 def needs_svg_renderer():
     try:
-        emoji.pick_renderer()
+        iconify.pick_renderer()
     except ImportError:
         pytest.skip("neither resvg-py nor cairosvg is installed")
 
@@ -311,8 +300,8 @@ def test_second_construction_uses_the_rendered_cache(cache, monkeypatch):
     def no_render(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(emoji, "rasterise", no_render)
-    monkeypatch.setattr(emoji, "on_white", no_render)
+    monkeypatch.setattr(iconify, "rasterise", no_render)
+    monkeypatch.setattr(iconify, "on_white", no_render)
     second = dataset(cache)
     assert {d: [p.image for p in all_pairs(second, d)] for d in second.domains} == images
     other_size = dataset(cache, size=16)

@@ -5,9 +5,10 @@ A real-data continual benchmark in the spirit of Mod-X's COCO -> Flickr shift. E
 same in every style, so the pixels that go with "grinning face" change from phase to phase
 while the words do not.
 
-Sources are npm packages, fetched with `npm pack` into a cache directory, checked against
-the registry's sha512 integrity and pinned in a lock file there, so later runs work
-offline. The art is never copied into the repository.
+Sources are npm packages (trainer.datasets.npm: `npm pack` into a cache directory, checked
+against the registry's sha512 integrity and pinned in a lock file there, so later runs work
+offline; the art is never copied into the repository). SVG sets are resolved and rendered
+by trainer.datasets.iconify.
 
 | style kind | packages | what is read |
 |---|---|---|
@@ -25,25 +26,22 @@ out, for retention: the concept is usually trained in the other styles).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
-import json
 import os
 import re
-import subprocess
-import tarfile
-import tempfile
 import unicodedata
-import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 from PIL import Image
 
-from trainer.data import Pair, encode_png, id_fraction, split_of
+from trainer.data import Pair, id_fraction, split_of
+from trainer.datasets import iconify
+from trainer.datasets.iconify import load_rendered, pick_renderer, save_rendered
+from trainer.datasets.npm import Npm, NpmCache, package_license, read_json, read_members, run_npm, tarball_name
 
 # ---------------------------------------------------------------- sources
 
@@ -92,135 +90,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 CAPTIONS = ("name", "name+keywords")
 RENDER_FORMAT = 1  # bump to invalidate every rendered cache
-DEFAULT_CACHE = Path("~/.cache/modx/npm")
-
-
-# ---------------------------------------------------------------- npm cache
-
-
-class IntegrityError(RuntimeError):
-    """A tarball's sha512 differs from the registry's or the lock's."""
-
-
-class FetchError(RuntimeError):
-    """A package is not cached and npm could not fetch it."""
-
-
-def sha512_integrity(path: Path) -> str:
-    """The npm-style integrity string ("sha512-<base64>") of a file."""
-    digest = hashlib.sha512()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
-
-
-def run_npm(args: list[str]) -> str:
-    """Run npm and return its stdout; FetchError with npm's stderr on failure."""
-    try:
-        done = subprocess.run(["npm", *args], capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FetchError(f"npm {' '.join(args)} failed: {exc}") from exc
-    if done.returncode != 0:
-        raise FetchError(f"npm {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
-    return done.stdout
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-class NpmCache:
-    """npm tarballs in a directory, pinned by sha512 in `modx-npm-lock.json`.
-
-    A tarball in the lock is verified and used as is, never fetched again; one missing is
-    fetched with `npm pack`, checked against the registry's `dist.integrity`, and locked.
-    """
-
-    LOCK = "modx-npm-lock.json"
-
-    def __init__(self, root: str | os.PathLike | None = None, npm: Callable[[list[str]], str] = run_npm):
-        self.root = Path(root if root is not None else DEFAULT_CACHE).expanduser()
-        self.npm = npm
-
-    @property
-    def lock_path(self) -> Path:
-        return self.root / self.LOCK
-
-    def lock(self) -> dict:
-        return json.loads(self.lock_path.read_text()) if self.lock_path.exists() else {}
-
-    def tarball(self, package: str, version: str) -> Path:
-        """The verified local .tgz of package@version, fetched only if not cached."""
-        spec = f"{package}@{version}"
-        entry = self.lock().get(spec)
-        if entry and (self.root / entry["file"]).exists():
-            return self._verified(self.root / entry["file"], entry["integrity"], f"the lock {self.lock_path}")
-        expected = self.registry_integrity(spec)
-        path = self.root / tarball_name(package, version)
-        if not path.exists():
-            path = self._pack(spec)
-        self._verified(path, expected, "the npm registry", remove=True)
-        self._record(spec, path.name, expected)
-        return path
-
-    def registry_integrity(self, spec: str) -> str:
-        out = self.npm(["view", spec, "dist.integrity", "--json"]).strip()
-        integrity = json.loads(out) if out.startswith('"') else out
-        if not str(integrity).startswith("sha512-"):
-            raise FetchError(f"{spec}: the registry gave no sha512 integrity ({out[:200]!r})")
-        return integrity
-
-    def _pack(self, spec: str) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.root, prefix=".pack-") as tmp:
-            out = self.npm(["pack", spec, "--pack-destination", tmp, "--json"])
-            filename = json.loads(out[out.index("[") :])[0]["filename"]
-            target = self.root / Path(filename).name
-            os.replace(Path(tmp) / Path(filename).name, target)
-        return target
-
-    def _verified(self, path: Path, expected: str, source: str, remove: bool = False) -> Path:
-        actual = sha512_integrity(path)
-        if actual != expected:
-            if remove:
-                path.unlink(missing_ok=True)
-            hint = "it was removed; try again" if remove else "delete it to fetch it again"
-            raise IntegrityError(
-                f"{path}: sha512 integrity mismatch: {source} says {expected}, the file has {actual} ({hint})"
-            )
-        return path
-
-    def _record(self, spec: str, filename: str, integrity: str) -> None:
-        lock = self.lock()
-        lock[spec] = {"file": filename, "integrity": integrity}
-        self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.lock_path, json.dumps(lock, indent=1, sort_keys=True).encode())
-
-
-def tarball_name(package: str, version: str) -> str:
-    """npm pack's file name: "@scope/name" -> "scope-name-<version>.tgz"."""
-    return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
-
-
-def read_members(tgz: Path, wanted: Iterable[str]) -> dict[str, bytes]:
-    """The named files (paths without "package/"), read in one pass that stops once all are found."""
-    wanted, found = set(wanted), {}
-    with tarfile.open(tgz, "r:gz") as tar:
-        for member in tar:
-            name = member.name.split("/", 1)[-1]
-            if member.isfile() and name in wanted:
-                found[name] = tar.extractfile(member).read()
-                if len(found) == len(wanted):
-                    break
-    return found
-
-
-def read_json(tgz: Path, names: Iterable[str]) -> dict[str, object]:
-    """The named JSON files of a package (missing ones absent)."""
-    return {name: json.loads(data) for name, data in read_members(tgz, names).items()}
 
 
 # ---------------------------------------------------------------- concepts
@@ -287,17 +156,6 @@ def caption(concept: Concept, mode: str = "name", n_keywords: int = 3) -> str:
 # ---------------------------------------------------------------- images
 
 
-def on_white(image: Image.Image, size: int) -> bytes:
-    """PNG bytes of the image composited on white, RGB, size x size."""
-    image = image.convert("RGBA")
-    canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-    canvas.alpha_composite(image)
-    rgb = canvas.convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.LANCZOS)
-    return encode_png(rgb)
-
-
 def png_images(tgz: Path, style: Style, concepts: dict[str, Concept], size: int) -> tuple[dict[str, bytes], dict]:
     """emoji-datasource: the 64 px PNGs of the concepts this set draws."""
     index = read_json(tgz, ["emoji.json"])["emoji.json"]
@@ -307,80 +165,8 @@ def png_images(tgz: Path, style: Style, concepts: dict[str, Concept], size: int)
         if key in concepts and e.get(f"has_img_{style.image_set}", True):
             files[f"img/{style.image_set}/64/{e['image']}"] = key
     raw = read_members(tgz, files)
-    images = {files[path]: on_white(Image.open(io.BytesIO(data)), size) for path, data in raw.items()}
+    images = {files[path]: iconify.on_white(Image.open(io.BytesIO(data)), size) for path, data in raw.items()}
     return images, {"matched_by": {"codepoint": len(images)}, "listed": len(files)}
-
-
-def resolve_icon(icon_set: dict, name: str) -> dict | None:
-    """An Iconify icon with its aliases followed: body, viewBox and merged flips/rotation."""
-    icons, aliases = icon_set.get("icons", {}), icon_set.get("aliases", {})
-    props: dict = {"hFlip": False, "vFlip": False, "rotate": 0}
-    seen = set()
-    while name in aliases and name not in icons and name not in seen:
-        seen.add(name)
-        alias = aliases[name]
-        _merge(props, alias)
-        name = alias.get("parent", "")
-    icon = icons.get(name)
-    if icon is None:
-        return None
-    _merge(props, icon)
-    for k, default in (("left", 0), ("top", 0), ("width", 16), ("height", 16)):
-        props.setdefault(k, icon.get(k, icon_set.get(k, default)))
-    props["body"] = icon["body"]
-    return props
-
-
-def _merge(props: dict, item: dict) -> None:
-    props["hFlip"] ^= bool(item.get("hFlip"))
-    props["vFlip"] ^= bool(item.get("vFlip"))
-    props["rotate"] += int(item.get("rotate", 0))
-    for k in ("left", "top", "width", "height"):  # the child's geometry wins
-        if k in item:
-            props.setdefault(k, item[k])
-
-
-def icon_svg(icon: dict, size: int) -> str:
-    """A standalone SVG document of a resolved icon, size x size, aspect kept."""
-    x, y, w, h = icon["left"], icon["top"], icon["width"], icon["height"]
-    transforms = []
-    if icon["rotate"] % 4:
-        transforms.append(f"rotate({90 * (icon['rotate'] % 4)} {x + w / 2} {y + h / 2})")
-    if icon["hFlip"]:
-        transforms.append(f"translate({2 * x + w} 0) scale(-1 1)")
-    if icon["vFlip"]:
-        transforms.append(f"translate(0 {2 * y + h}) scale(1 -1)")
-    body = f'<g transform="{" ".join(transforms)}">{icon["body"]}</g>' if transforms else icon["body"]
-    return (
-        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{size}" height="{size}" viewBox="{x} {y} {w} {h}">{body}</svg>'
-    )
-
-
-def pick_renderer(renderer: str = "auto") -> str:
-    """"resvg" (resvg-py) if importable, else "cairosvg"; ImportError if neither is."""
-    for name, module in (("resvg", "resvg_py"), ("cairosvg", "cairosvg")):
-        if renderer in ("auto", name):
-            try:
-                __import__(module)
-                return name
-            except ImportError:
-                if renderer == name:
-                    raise
-    raise ImportError("rasterising SVG emoji needs resvg-py or cairosvg (pip install resvg-py)")
-
-
-def rasterise(svg: str, size: int, renderer: str) -> Image.Image:
-    """An SVG document as an RGBA image of size x size."""
-    if renderer == "resvg":
-        import resvg_py
-
-        png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size))
-    else:
-        import cairosvg
-
-        png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
-    return Image.open(io.BytesIO(png))
 
 
 def match_icons(icon_set: dict, chars: dict, concepts: dict[str, Concept]) -> dict[str, tuple[str, str]]:
@@ -424,9 +210,9 @@ def iconify_images(tgz: Path, concepts: dict[str, Concept], size: int, renderer:
     matched = match_icons(icon_set, files.get("chars.json", {}), concepts)
     images, how = {}, {"codepoint": 0, "name": 0}
     for key, (name, by) in matched.items():
-        icon = resolve_icon(icon_set, name)
-        if icon is not None:
-            images[key] = on_white(rasterise(icon_svg(icon, size), size, renderer), size)
+        png = iconify.render_icon(icon_set, name, size, renderer)
+        if png is not None:
+            images[key] = png
             how[by] += 1
     return images, {"matched_by": how, "renderer": renderer}
 
@@ -439,23 +225,6 @@ def render_cache_path(root: Path, style: Style, integrity: str, names: Names, si
     digest = hashlib.sha256(integrity.encode()).hexdigest()[:12]
     stem = f"{tarball_name(style.package, style.version)[:-4]}-{style.image_set or 'svg'}-{size}px-{renderer}"
     return root / "rendered" / f"{stem}-{names.package}-{names.version}-{digest}-v{RENDER_FORMAT}.zip"
-
-
-def save_rendered(path: Path, images: dict[str, bytes], meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("meta.json", json.dumps(meta, sort_keys=True))
-        for key, png in images.items():
-            zf.writestr(f"{key}.png", png)
-    os.replace(tmp, path)
-
-
-def load_rendered(path: Path) -> tuple[dict[str, bytes], dict]:
-    with zipfile.ZipFile(path) as zf:
-        meta = json.loads(zf.read("meta.json"))
-        images = {n[:-4]: zf.read(n) for n in zf.namelist() if n.endswith(".png")}
-    return images, meta
 
 
 # ---------------------------------------------------------------- dataset
@@ -480,7 +249,7 @@ class EmojiDataset:
                  captions: str = "name", n_keywords: int = 3, test_fraction: float = 0.2,
                  probe_fraction: float = 0.1, validation_fraction: float = 0.1, cache_dir: str | os.PathLike | None = None,
                  seed: int | None = None, language: str = "en", names: Names = Names(),
-                 renderer: str = "auto", npm: Callable[[list[str]], str] = run_npm):  # fmt: skip
+                 renderer: str = "auto", npm: Npm = run_npm):  # fmt: skip
         self.styles = [s if isinstance(s, Style) else _style(s) for s in styles]
         self.domains = [s.name for s in self.styles]
         if not self.styles or len(set(self.domains)) != len(self.domains):
@@ -523,7 +292,7 @@ class EmojiDataset:
             "domains": list(self.domains),
             "styles": {s.name: self._style_info(s) for s in self.styles},
             "names": {"package": self.names.package, "version": self.names.version,
-                      "license": _license(names_tgz), "integrity": names_integrity,
+                      "license": package_license(names_tgz), "integrity": names_integrity,
                       "language": self.language},  # fmt: skip
             "concepts": len(self.concepts),
             "test_concepts": sum(map(self.is_test_concept, self.concepts)),
@@ -593,7 +362,7 @@ class EmojiDataset:
             images, meta = iconify_images(tgz, self.all_concepts, self.size, renderer)
         else:
             raise ValueError(f"style {style.name}: unknown kind {style.kind!r}")
-        meta.update(license=_license(tgz), available=len(images))
+        meta.update(license=package_license(tgz), available=len(images))
         save_rendered(path, images, meta)
         return images, meta
 
@@ -605,7 +374,7 @@ class EmojiDataset:
                 "available": meta["available"], "matched_by": meta["matched_by"]}  # fmt: skip
 
     def _integrity(self, package: str, version: str) -> str:
-        return self.cache.lock()[f"{package}@{version}"]["integrity"]
+        return self.cache.integrity(package, version)
 
     def _pairs(self, domain: str, split: str) -> list[Pair]:
         if domain not in self.domains:
@@ -617,11 +386,6 @@ def _style(name: str) -> Style:
     if name not in STYLES:
         raise ValueError(f"unknown emoji style {name!r}; known: {', '.join(STYLES)}")
     return STYLES[name]
-
-
-def _license(tgz: Path) -> str:
-    package = read_json(tgz, ["package.json"]).get("package.json", {})
-    return str(package.get("license", "UNKNOWN"))
 
 
 def emoji_stream(preset: str = "google-twemoji-fluent", **kw) -> EmojiDataset:

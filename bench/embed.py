@@ -99,6 +99,14 @@ def stage_row(stage: str, images: int, seconds: float) -> dict:
             "projected_1m_s": round(TARGET_IMAGES / rate, 1)}  # fmt: skip
 
 
+def judge(rows: list[dict]) -> tuple[str, dict]:
+    """The bound (the slowest component stage) and the 1M-image target judged on the end-to-end row."""
+    components = [r for r in rows if r["stage"] in COMPONENTS]
+    bound = min(components, key=lambda r: r["images_per_s"])["stage"]
+    projected = next(r for r in rows if r["stage"] == "end-to-end")["projected_1m_s"]
+    return bound, {"images": TARGET_IMAGES, "seconds": TARGET_S, "projected_s": projected, "met": projected <= TARGET_S}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
@@ -129,9 +137,9 @@ def main(argv=None) -> dict:
         e2e_s = time.perf_counter() - t0
     rows = [stage_row("end-to-end", index.size, e2e_s), stage_row("decode+prep", n_decoded, decode_s),
             stage_row("encode", len(items), encode_s), stage_row("index build", len(records), index_s)]  # fmt: skip
-    bound = min(rows[1:], key=lambda r: r["images_per_s"])["stage"]
-    projected = rows[0]["projected_1m_s"]
-    verdict = "met" if projected <= TARGET_S else f"missed by {projected / TARGET_S:.1f}x"
+    bound, target = judge(rows)
+    projected = target["projected_s"]
+    verdict = "met" if target["met"] else f"missed by {projected / TARGET_S:.1f}x"
 
     print(f"{args.model} on {args.device}: {args.images} PNG images of {args.image_size} px "
           f"({len(records[0][1]) // 1024} KiB each), batch {args.batch}, {args.workers} decode workers, "
@@ -142,7 +150,6 @@ def main(argv=None) -> dict:
               f"{r['projected_1m_s']:>13}")  # fmt: skip
     print(f"target: {TARGET_IMAGES:,} images re-embedded and indexed in <= {TARGET_S:.0f} s "
           f"(>= {TARGET_IMAGES / TARGET_S:,.0f} images/s); projected {projected} s: {verdict}; bound: {bound}")  # fmt: skip
-    target = {"images": TARGET_IMAGES, "seconds": TARGET_S, "projected_s": projected, "met": projected <= TARGET_S}
     result = {"benchmark": "embed", "args": vars(args), "rows": rows, "bound": bound, "target": target,
               "index": {"kind": index.kind, "backend": index.backend, "size": index.size},
               "machine": machine(args.device, command("bench.embed", argv))}  # fmt: skip

@@ -80,9 +80,6 @@ class Registry:
         for chunk in _chunks(list(ids)):
             self.r.sadd(self.key("ids"), *chunk)
 
-    def n_ids(self) -> int:
-        return self.r.scard(self.key("ids"))
-
     # ------------------------------------------------------------ phases
 
     def phases(self) -> dict[int, dict]:

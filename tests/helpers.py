@@ -63,6 +63,16 @@ def pair_json(pair_id: str | None = None, text: str = "a red square", image: byt
     return out
 
 
+def incoming(*ids: str, offset: int = 0) -> list[Incoming]:
+    """Valid pairs with these ids, as the consumer hands them to a phase buffer (partition 0)."""
+    return [Incoming(validate_pair(pair_json(i, text=f"caption {i}", image=make_png(color=(n, 0, 0))), Limits()),
+                     0, offset + n) for n, i in enumerate(ids)]  # fmt: skip
+
+
+def open_buffer(path, phase_size=1000, max_age=3600.0, probe_fraction=0.1) -> PhaseBuffer:
+    return PhaseBuffer(path, phase_size=phase_size, phase_max_age_s=max_age, probe_fraction=probe_fraction)
+
+
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list:
     """Every message in `topic` from the beginning, by a fresh consumer outside any group.
 

@@ -37,6 +37,15 @@ def test_embed_benchmark_rows(tmp_path):
     assert rows["encode"]["images"] == 40
     assert all(r["seconds"] >= 0 and r["images_per_s"] > 0 for r in rows.values())
     assert result["index"] == {"kind": "flat", "backend": "faiss-cpu", "size": 40}
-    assert result["bound"] in embed.COMPONENTS
-    assert result["target"]["met"] == (result["target"]["projected_s"] <= 120)
+    assert (result["bound"], result["target"]) == embed.judge(result["rows"])  # the JSON says what the rows say
     assert result["machine"]["command"]
+
+
+def test_embed_judge_names_the_slowest_component_and_projects_end_to_end():
+    rows = [embed.stage_row("end-to-end", 1000, 0.5), embed.stage_row("decode+prep", 1000, 0.1),
+            embed.stage_row("encode", 1000, 0.4), embed.stage_row("index build", 1000, 0.05)]
+    bound, target = embed.judge(rows)
+    assert bound == "encode"  # 2500 images/s, the slowest component (end-to-end is no component)
+    assert target["projected_s"] == 500.0 and target["met"] is False  # 1M images at 2000/s
+    fast = [dict(r, images_per_s=1e5, projected_1m_s=10.0) for r in rows]
+    assert embed.judge(fast)[1]["met"] is True

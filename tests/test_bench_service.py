@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow  # about 15 s + 40 s on 2 cores
 
 def test_ingest_smoke(tmp_path):
     out = tmp_path / "ingest.json"
-    result = ingest.main(["--preset", "smoke", "--out", str(out)])
+    ingest.main(["--preset", "smoke", "--out", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["benchmark"] == "ingest" and saved["pairs"] == result["pairs"]
+    assert saved["benchmark"] == "ingest"
     n = ingest.PRESETS["smoke"]["pairs"]
     assert saved["pairs"] == n and saved["failed_requests"] == 0
     assert saved["acked_pairs"] == saved["queued_pairs"] == saved["buffered_pairs"] == n  # every pair fsynced
@@ -24,7 +24,9 @@ def test_ingest_smoke(tmp_path):
     assert saved["requests"] == -(-n // ingest.PRESETS["smoke"]["batch"])
     assert 8_000 <= saved["mean_image_bytes"] <= 12_000
     assert saved["acked_pairs_per_s"] > 0 and saved["e2e_pairs_per_s"] > 0
-    assert 0 < saved["ack_latency_s"]["p50"] <= saved["ack_latency_s"]["p99"]
+    # every request started after the clock did and was answered by the last ack (up to rounding), and the acks
+    # came before everything was buffered
+    assert 0 < saved["ack_latency_s"]["max"] <= saved["acked_s"] + 1e-3 and saved["acked_s"] <= saved["e2e_s"]
     assert saved["receive_to_written_s"]["p50"] is not None
     assert {"api", "consumer", "tansu", "redis", "clients"} <= set(saved["cpu_s"])
     assert {"cores", "date", "command"} <= set(saved["machine"]) and "bench.ingest" in saved["machine"]["command"]

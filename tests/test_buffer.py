@@ -9,19 +9,10 @@ import pytest
 
 from service import buffer
 from trainer import atomic
-from service.buffer import BufferLocked, Incoming, PhaseBuffer
+from service.buffer import BufferLocked, Incoming
 from service.validation import Limits, validate_pair
-from tests.helpers import make_image, make_png, pair_json
+from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
 from trainer.data import Pair, split_of
-
-
-def incoming(*ids: str, offset: int = 0) -> list[Incoming]:
-    return [Incoming(validate_pair(pair_json(i, text=f"caption {i}", image=make_png(color=(n, 0, 0))), Limits()),
-                     0, offset + n) for n, i in enumerate(ids)]  # fmt: skip
-
-
-def open_buffer(path, phase_size=1000, max_age=3600.0, probe_fraction=0.1) -> PhaseBuffer:
-    return PhaseBuffer(path, phase_size=phase_size, phase_max_age_s=max_age, probe_fraction=probe_fraction)
 
 
 def all_ids(path) -> list[str]:

@@ -61,7 +61,8 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(settings, tmp_path):
             proc.kill()
             interrupted += len(set(on_disk(s.data_dir))) < produced  # it died with work left
         wait_for(lambda: len(on_disk(s.data_dir)) >= N_PAIRS, timeout_s=60, message="every pair buffered")
-        wait_for(lambda: Registry.from_url(s.redis_url).n_ids() >= N_PAIRS, timeout_s=10, message="ids in Redis")
+        ids = [p.id for p in pairs]
+        wait_for(lambda: all(Registry.from_url(s.redis_url).known(ids)), timeout_s=10, message="ids in Redis")
         wait_for(lambda: "consuming" in log.read_text()[started_at:], message="the last consumer running")
         assert proc.stop() == 0, proc.log_tail()  # SIGTERM: a clean exit
         assert interrupted >= KILLS // 2, f"only {interrupted} of {KILLS} kills landed mid-stream"

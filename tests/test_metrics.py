@@ -52,7 +52,16 @@ def test_recall_definitions():
     assert perfect["i2t"] == {"r1": 1.0, "r5": 1.0, "r10": 1.0}
     shifted = recall(e, np.roll(e, 1, axis=0))  # every image's best text is someone else's
     assert shifted["i2t"]["r1"] == 0.0 and shifted["t2i"]["r1"] == 0.0
-    assert shifted["i2t"]["r5"] == 1.0
+
+
+def test_recall_at_k_counts_the_matches_ranked_above_k():
+    n = 10
+    sim = np.full((n, n), -1.0)
+    for i in range(n):
+        sim[i, [j for j in range(n) if j != i][:i]] = 1.0  # image i: exactly i texts outscore its own
+        sim[i, i] = 0.0
+    r = recall(np.eye(n), sim.T)  # image i . text j = sim[i, j]
+    assert r["i2t"] == {"r1": 0.1, "r5": 0.5, "r10": 1.0}
 
 
 def test_recall_counts_a_match_in_the_top_k():

@@ -8,7 +8,7 @@ from service import buffer, status
 from trainer.atomic import write_json_atomic
 from service.metrics import SharedMetrics
 from service.registry import Registry
-from tests.test_buffer import incoming, open_buffer
+from tests.helpers import incoming, open_buffer
 
 
 def put_json(path, data) -> None:
@@ -101,7 +101,7 @@ def test_register_sealed_is_one_transaction(redis_server, redis_client):
     registry.register_sealed({"phase": 1, "status": "sealed", "n": 3}, {"phase": 2, "status": "open", "n": 0})
     assert [p["status"] for p in registry.phases().values()] == ["sealed", "open"]
     registry.record_written(["x", "y"], {"phase": 2, "status": "open", "n": 2})
-    assert registry.phase(2)["n"] == 2 and registry.n_ids() == 2
+    assert registry.phase(2)["n"] == 2 and registry.known(["x", "y", "z"]) == [True, True, False]
 
 
 def test_seal_requests_round_trip(redis_server, redis_client):

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from trainer.atomic import atomic_file
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.embed import embed_image_tensor, embed_token_tensor, preprocess_images
@@ -175,9 +175,8 @@ def _checkpoint_path(work_dir: Path | None) -> Path | None:
 
 
 def save_checkpoint(path: Path, step: int, model, optimizer, key: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        torch.save({"step": step, "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, f)
 
 
 def load_checkpoint(path: Path | None, model, optimizer, key: str) -> int:

@@ -41,7 +41,7 @@ from PIL import Image
 from trainer.data import Pair, id_fraction, split_of
 from trainer.datasets import iconify
 from trainer.datasets.iconify import load_rendered, pick_renderer, save_rendered
-from trainer.datasets.npm import Npm, NpmCache, package_license, read_json, read_members, run_npm, tarball_name
+from trainer.datasets.npm import Npm, NpmCache, package_license, read_members, read_tgz_json, run_npm, tarball_name
 
 # ---------------------------------------------------------------- sources
 
@@ -123,7 +123,7 @@ def slugify(text: str) -> str:
 
 def load_concepts(tgz: Path, language: str = "en") -> dict[str, Concept]:
     """emojibase's emoji (no components, no regional indicators), in emojibase order."""
-    files = read_json(tgz, ["en/data.json", "en/messages.json", f"{language}/data.json"])
+    files = read_tgz_json(tgz, ["en/data.json", "en/messages.json", f"{language}/data.json"])
     if f"{language}/data.json" not in files:
         raise ValueError(f"{tgz.name} has no {language}/data.json")
     messages = files["en/messages.json"]
@@ -158,7 +158,7 @@ def caption(concept: Concept, mode: str = "name", n_keywords: int = 3) -> str:
 
 def png_images(tgz: Path, style: Style, concepts: dict[str, Concept], size: int) -> tuple[dict[str, bytes], dict]:
     """emoji-datasource: the 64 px PNGs of the concepts this set draws."""
-    index = read_json(tgz, ["emoji.json"])["emoji.json"]
+    index = read_tgz_json(tgz, ["emoji.json"])["emoji.json"]
     files = {}
     for e in index:
         key = canonical(e["unified"])
@@ -205,7 +205,7 @@ def _name_candidates(concept: Concept) -> list[str]:
 
 def iconify_images(tgz: Path, concepts: dict[str, Concept], size: int, renderer: str) -> tuple[dict[str, bytes], dict]:
     """Iconify JSON: the matched icons rasterised on white."""
-    files = read_json(tgz, ["icons.json", "chars.json"])
+    files = read_tgz_json(tgz, ["icons.json", "chars.json"])
     icon_set = files["icons.json"]
     matched = match_icons(icon_set, files.get("chars.json", {}), concepts)
     images, how = {}, {"codepoint": 0, "name": 0}

@@ -107,7 +107,7 @@ class NpmCache:
             out = self.npm(["pack", spec, "--pack-destination", tmp, "--json"])
             filename = json.loads(out[out.index("[") :])[0]["filename"]
             target = self.root / Path(filename).name
-            os.replace(Path(tmp) / Path(filename).name, target)
+            write_bytes_atomic(target, (Path(tmp) / Path(filename).name).read_bytes())
         return target
 
     def _verified(self, path: Path, expected: str, source: str, remove: bool = False) -> Path:
@@ -146,12 +146,12 @@ def read_members(tgz: Path, wanted: Iterable[str]) -> dict[str, bytes]:
     return found
 
 
-def read_json(tgz: Path, names: Iterable[str]) -> dict[str, object]:
+def read_tgz_json(tgz: Path, names: Iterable[str]) -> dict[str, object]:
     """The named JSON files of a package (missing ones absent)."""
     return {name: json.loads(data) for name, data in read_members(tgz, names).items()}
 
 
 def package_license(tgz: Path) -> str:
     """The `license` of the package's package.json ("UNKNOWN" if it names none)."""
-    package = read_json(tgz, ["package.json"]).get("package.json", {})
+    package = read_tgz_json(tgz, ["package.json"]).get("package.json", {})
     return str(package.get("license", "UNKNOWN"))

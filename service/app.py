@@ -1,7 +1,7 @@
 """The FastAPI application factory.
 
-    app = create_app(settings)                       # the default routers
-    app = create_app(settings, routers=[*ROUTERS, search.router])
+    app = create_app(settings)                       # the default routers (ROUTERS)
+    app = create_app(settings, routers=[health.router, search.router])   # only these
 
 Everything a router needs is on `app.state` (settings, registry, ingestor) and reaches it
 through the dependencies in `service.deps`.

@@ -1,5 +1,5 @@
 """Dependencies injected into the routers; all state hangs off `app.state` (set by
-`service.app.create_app`), so tests and the lead's routers can swap any of it."""
+`service.app.create_app`), so tests and other routers can swap any of it."""
 
 from __future__ import annotations
 

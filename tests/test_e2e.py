@@ -76,7 +76,7 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     data = SyntheticDataset(n_domains=PHASES, pairs_per_domain=PAIRS, seed=5)
     searches, errors, stop = [], [], threading.Event()
 
-    def hammer():  # must-show 5: search keeps answering while indexes are swapped
+    def hammer():  # search keeps answering while indexes are swapped
         while not stop.is_set():
             r = client.post("/v1/search", json={"text": "a large red circle at the top left", "k": 5})
             if r.status_code == 200:

@@ -16,6 +16,7 @@ from typing import Sequence
 import faiss
 from fastapi import APIRouter, FastAPI
 
+from service.backpressure import WriteGate
 from service.body_limit import BodyLimit
 from service.errors import install_error_handlers
 from service.ingest import Ingestor
@@ -38,6 +39,7 @@ async def lifespan(app: FastAPI):
     stop.set()
     poller.join(timeout=10)
     app.state.ingestor.close()
+    app.state.write_gate.close()
     app.state.registry.close()
 
 
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.settings = settings
     app.state.registry = Registry.from_url(settings.redis_url)
     app.state.ingestor = Ingestor(settings)
+    app.state.write_gate = WriteGate(settings)
     app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
+from service.backpressure import WriteGate
 from service.ingest import Ingestor
 from service.registry import Registry
 from service.settings import Settings
@@ -30,3 +31,7 @@ def get_ingestor(request: Request) -> Ingestor:
 
 def get_serving(request: Request) -> ServingState:
     return request.app.state.serving
+
+
+def get_write_gate(request: Request) -> WriteGate:
+    return request.app.state.write_gate

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="width*height, read from the header before decoding")
     max_text_chars: int = Field(1000, ge=1)
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="metadata as compact JSON")
+    max_request_pixels: int = Field(64 * MiB, ge=1, description="width*height summed over one request's images, "
+                                    "read from their headers before decoding: bounds the decoding CPU per request")
+
+    # write backpressure: POST /v1/pairs and /upload answer 429 with Retry-After, producing nothing
+    max_consumer_lag: int | None = Field(100_000, ge=0, description="refuse writes while the consumer group is "
+                                         "more messages than this behind the topic's end (None: never)")
+    min_free_bytes: int = Field(256 * MiB, ge=0, description="refuse writes while the data directory's "
+                                "filesystem has less free space than this")
+    lag_cache_s: float = Field(1.0, ge=0, description="how long one lag measure (two broker requests) is reused")
+    write_retry_after_s: int = Field(5, ge=1, description="the Retry-After of a write refused by backpressure")
 
     # learning (used by the workers)
     model: str = "modx-tiny"

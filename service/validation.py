@@ -11,7 +11,9 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
+import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -22,6 +24,7 @@ from service.settings import Settings
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the chunk every complete PNG ends with
 
 
 class PairError(ValueError):
@@ -54,11 +57,27 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_text_chars: int = 1000
     max_metadata_bytes: int = 16 * 1024
+    max_request_pixels: int = 64 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Limits":
         return cls(s.max_pairs_per_request, s.max_image_bytes, s.max_image_pixels, s.max_text_chars,
-                   s.max_metadata_bytes)  # fmt: skip
+                   s.max_metadata_bytes, s.max_request_pixels)
+
+
+class PixelBudget:
+    """Pixels one request may still decode (`max_request_pixels`), spent from image headers
+    before any pixel is decoded, so a request's decoding CPU is bounded."""
+
+    def __init__(self, limits: Limits):
+        self.total, self.left = limits.max_request_pixels, limits.max_request_pixels
+
+    def spend(self, pixels: int) -> None:
+        if pixels > self.left:
+            raise PairError(413, "too_many_pixels_in_request", f"the request's images add up to more than "
+                            f"max_request_pixels = {self.total} pixels (MODX_MAX_REQUEST_PIXELS); send fewer "
+                            "or smaller images per request", field="image")
+        self.left -= pixels
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,7 @@ def check_id(raw: Any) -> str:
 def check_text(raw: Any, limits: Limits) -> str:
     if not isinstance(raw, str):
         raise PairError(422, "invalid_text", f"text must be a string, got {type(raw).__name__}", field="text")
+    check_unicode(raw, "text")
     text = raw.strip()
     if not text:
         raise PairError(422, "empty_text", "text is empty (or only whitespace)", field="text")
@@ -101,12 +121,45 @@ def check_text(raw: Any, limits: Limits) -> str:
     return text
 
 
+def shown(name: str) -> str:
+    """A name safe to echo in an error body: lone surrogates written as \\udXXX escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse a string that has no UTF-8 form (a lone surrogate such as "\\udc00")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PairError(422, "invalid_unicode", f"{where} holds a lone surrogate {shown(e.object[e.start])} at "
+                        f"character {e.start}: not valid Unicode text", field=where) from None
+
+
+def check_json_values(value: Any, where: str) -> None:
+    """Every string (keys too) valid Unicode and every number finite, at any depth."""
+    if isinstance(value, str):
+        check_unicode(value, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PairError(422, "invalid_number", f"{where} is {value}: JSON numbers must be finite "
+                        "(NaN and Infinity are not JSON)", field=where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{shown(key)}"
+            if isinstance(key, str):
+                check_unicode(key, name)
+            check_json_values(item, name)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json_values(item, f"{where}.{i}")
+
+
 def check_metadata(raw: Any, limits: Limits) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise PairError(422, "invalid_metadata", f"metadata must be a JSON object, got {type(raw).__name__}",
                         field="metadata")  # fmt: skip
+    check_json_values(raw, "metadata")
     size = len(json.dumps(raw, separators=(",", ":")).encode())
     if size > limits.max_metadata_bytes:
         raise PairError(413, "metadata_too_large", f"metadata is {size} bytes of JSON, more than the limit of "
@@ -139,8 +192,13 @@ def sniff_content_type(data: bytes) -> str | None:
     return None
 
 
-def check_image(data: bytes, limits: Limits) -> tuple[str, int, int]:
-    """(content_type, width, height) of an image that decodes fully within the limits."""
+def check_image(data: bytes, limits: Limits, budget: PixelBudget | None = None) -> tuple[str, int, int]:
+    """(content_type, width, height) of an image that decodes fully within the limits.
+
+    Complete means every pixel decodes (PIL's `load()`, truncated images not tolerated) and
+    the format's closing structure is there: PNG's IEND chunk, JPEG's EOI marker, and
+    WebP's RIFF size matching the bytes.
+    """
     if not data:
         raise PairError(422, "empty_image", "image is empty", field="image")
     if len(data) > limits.max_image_bytes:
@@ -155,7 +213,10 @@ def check_image(data: bytes, limits: Limits) -> tuple[str, int, int]:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             width, height = im.size
             _check_pixels(width, height, limits)  # from the header, before any pixel is decoded
+            if budget is not None:
+                budget.spend(width * height)
             im.load()  # decodes everything: truncated or corrupt data fails here
+        _check_complete(data, fmt)
     except PairError:
         raise
     except Image.DecompressionBombError as e:
@@ -163,6 +224,20 @@ def check_image(data: bytes, limits: Limits) -> tuple[str, int, int]:
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) on bad data
         raise PairError(422, "corrupt_image", f"{fmt} image could not be decoded: {e}", field="image") from None
     return content_type, width, height
+
+
+def _check_complete(data: bytes, fmt: str) -> None:
+    if fmt == "PNG":
+        complete = data.endswith(PNG_IEND)
+    elif fmt == "JPEG":
+        complete = data.endswith(b"\xff\xd9")
+    else:
+        size = struct.unpack("<I", data[4:8])[0] + 8
+        complete = size == len(data) or (size % 2 == 1 and size + 1 == len(data))
+    if not complete:
+        ending = {"PNG": "its IEND chunk", "JPEG": "its end-of-image marker", "WEBP": "the size in its RIFF header"}
+        raise PairError(422, "corrupt_image", f"{fmt} image is cut short or has trailing bytes: it does not end "
+                        f"with {ending[fmt]}", field="image")
 
 
 def _check_pixels(width: int, height: int, limits: Limits) -> None:
@@ -173,16 +248,17 @@ def _check_pixels(width: int, height: int, limits: Limits) -> None:
                         f"the limit of {limits.max_image_pixels}", field="image")  # fmt: skip
 
 
-def validate_fields(*, id: Any, text: Any, image: bytes, metadata: Any, limits: Limits) -> ValidPair:
+def validate_fields(*, id: Any, text: Any, image: bytes, metadata: Any, limits: Limits,
+                    budget: PixelBudget | None = None) -> ValidPair:
     """Check one pair whose image is already bytes (multipart upload, or decoded base64)."""
     pair_id = check_id(id)
     clean_text = check_text(text, limits)
     meta = check_metadata(metadata, limits)
-    content_type, width, height = check_image(image, limits)
+    content_type, width, height = check_image(image, limits, budget)
     return ValidPair(pair_id, clean_text, image, content_type, meta, width, height)
 
 
-def validate_pair(raw: Mapping[str, Any], limits: Limits) -> ValidPair:
+def validate_pair(raw: Mapping[str, Any], limits: Limits, budget: PixelBudget | None = None) -> ValidPair:
     """Check one posted pair `{"id"?, "text", "image": base64, "metadata"?}`."""
     if not isinstance(raw, Mapping):
         raise PairError(422, "invalid_pair", f"a pair must be a JSON object, got {type(raw).__name__}")
@@ -192,7 +268,7 @@ def validate_pair(raw: Mapping[str, Any], limits: Limits) -> ValidPair:
     pair_id = check_id(raw.get("id"))  # fail on the id before spending time on the image
     image = decode_base64(raw["image"], limits)
     return validate_fields(id=pair_id, text=raw["text"], image=image, metadata=raw.get("metadata"),
-                           limits=limits)  # fmt: skip
+                           limits=limits, budget=budget)
 
 
 def check_count(n: int, limits: Limits) -> None:
@@ -206,10 +282,10 @@ def check_count(n: int, limits: Limits) -> None:
 def validate_batch(items: Sequence[Mapping[str, Any]], limits: Limits) -> list[ValidPair]:
     """Every pair of a request, or the first error (with its item index): all or nothing."""
     check_count(len(items), limits)
-    out = []
+    out, budget = [], PixelBudget(limits)
     for i, raw in enumerate(items):
         try:
-            out.append(validate_pair(raw, limits))
+            out.append(validate_pair(raw, limits, budget))
         except PairError as e:
             raise e.at(i) from None
     return out

@@ -8,27 +8,65 @@ Kafka (acks=all). Ids already buffered, or repeated within the request, come bac
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from python_multipart import parse_form
 from redis import RedisError
 
 from service import metrics
-from service.deps import get_ingestor, get_limits, get_registry
-from service.errors import api_error
+from service.backpressure import WriteGate
+from service.deps import get_ingestor, get_limits, get_registry, get_write_gate
+from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
-from service.validation import Limits, PairError, ValidPair, check_count, validate_batch, validate_fields
+from service.validation import (Limits, PixelBudget, PairError, ValidPair, check_count, validate_batch,
+                                validate_fields)
 
 log = logging.getLogger("modx.api")
 router = APIRouter(prefix="/v1/pairs", tags=["pairs"])
+WRITE_ERRORS = responses(400, 401, 403, 413, 415, 422, 429, 503)
+FORM_TEXT_FIELDS = ("text", "id", "metadata")
+
+
+class RawBodyRoute(APIRoute):
+    """A route that reads its whole body before FastAPI parses the form: the form is then
+    parsed from that cached copy, and the route can check the fields' raw bytes
+    (Starlette decodes a field that is not UTF-8 as Latin-1, silently)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def read_body_first(request: Request):
+            request.state.raw_body = await request.body()
+            return await handler(request)
+
+        return read_body_first
+
+
+def check_form_utf8(content_type: str, body: bytes) -> None:
+    """Refuse a text field of a multipart body whose bytes are not UTF-8."""
+    fields: dict[str, bytes] = {}
+    try:
+        parse_form({"Content-Type": content_type.encode("latin-1")}, io.BytesIO(body),
+                   lambda f: fields.__setitem__(f.field_name.decode("latin-1"), f.value or b""), lambda f: None)
+    except Exception:  # malformed multipart: FastAPI's own parse has already refused or accepted it
+        return
+    for name in FORM_TEXT_FIELDS:
+        try:
+            fields.get(name, b"").decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PairError(422, "invalid_utf8", f"{name} is not valid UTF-8 (byte {e.start}: {e.reason}); "
+                            "send form fields as UTF-8", item=0, field=name) from None
 
 
 class PairIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, description="1-128 of A-Z a-z 0-9 . _ : - ; generated when absent")
     text: str = Field(description="the caption")
@@ -37,7 +75,7 @@ class PairIn(BaseModel):
 
 
 class PairsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     pairs: list[PairIn]
 
@@ -60,7 +98,8 @@ def already_buffered(registry: Registry, ids: list[str]) -> list[bool]:
         return [False] * len(ids)
 
 
-def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor) -> AcceptedOut:
+def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate: WriteGate) -> AcceptedOut:
+    gate.check()  # 429 while the consumer lags or the disk is nearly full: nothing produced
     known = already_buffered(registry, [p.id for p in pairs])
     seen: set[str] = set()
     statuses = []
@@ -78,28 +117,36 @@ def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor) -> A
     return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
 
 
-@router.post("", status_code=202, response_model=AcceptedOut)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS)
 def post_pairs(body: PairsIn, limits: Limits = Depends(get_limits), registry: Registry = Depends(get_registry),
-               ingestor: Ingestor = Depends(get_ingestor)) -> AcceptedOut:  # fmt: skip
+               ingestor: Ingestor = Depends(get_ingestor), gate: WriteGate = Depends(get_write_gate)) -> AcceptedOut:
     """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`."""
     check_count(len(body.pairs), limits)
     pairs = validate_batch([p.model_dump() for p in body.pairs], limits)
-    return enqueue(pairs, registry, ingestor)
+    return enqueue(pairs, registry, ingestor, gate)
 
 
-@router.post("/upload", status_code=202, response_model=AcceptedOut)
-def upload_pair(image: UploadFile = File(description="PNG, JPEG or WebP"), text: str = Form(),
+def parse_metadata(metadata: str | None) -> Any:
+    try:
+        return json.loads(metadata) if metadata else None
+    except (ValueError, RecursionError) as e:
+        raise PairError(422, "invalid_metadata", f"metadata is not JSON: {e}", item=0, field="metadata") from None
+
+
+def upload_pair(request: Request, image: UploadFile = File(description="PNG, JPEG or WebP"), text: str = Form(),
                 id: str | None = Form(None), metadata: str | None = Form(None, description="a JSON object"),
                 limits: Limits = Depends(get_limits), registry: Registry = Depends(get_registry),
-                ingestor: Ingestor = Depends(get_ingestor)) -> AcceptedOut:  # fmt: skip
-    """Queue one pair sent as multipart form data."""
+                ingestor: Ingestor = Depends(get_ingestor), gate: WriteGate = Depends(get_write_gate)) -> AcceptedOut:
+    """Queue one pair sent as multipart form data (text fields in UTF-8)."""
+    check_form_utf8(request.headers.get("content-type", ""), request.state.raw_body)
     data = image.file.read(limits.max_image_bytes + 1)  # one byte over is enough to refuse
     try:
-        meta = json.loads(metadata) if metadata else None
-    except ValueError as e:
-        raise PairError(422, "invalid_metadata", f"metadata is not JSON: {e}", item=0, field="metadata") from None
-    try:
-        pair = validate_fields(id=id or None, text=text, image=data, metadata=meta, limits=limits)
+        pair = validate_fields(id=id or None, text=text, image=data, metadata=parse_metadata(metadata),
+                               limits=limits, budget=PixelBudget(limits))
     except PairError as e:
         raise e.at(0) from None
-    return enqueue([pair], registry, ingestor)
+    return enqueue([pair], registry, ingestor, gate)
+
+
+router.add_api_route("/upload", upload_pair, methods=["POST"], status_code=202, response_model=AcceptedOut,
+                     responses=WRITE_ERRORS, route_class_override=RawBodyRoute)

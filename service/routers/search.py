@@ -12,19 +12,21 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexer.encoders import SnapshotEncoders
 from service import metrics
 from service.deps import get_limits, get_serving
-from service.errors import api_error
+from service.errors import api_error, responses
 from service.serving import ServingState
-from service.validation import Limits, PairError, check_image, decode_base64
+from service.validation import Limits, PairError, PixelBudget, check_image, check_json_values, decode_base64
 
 router = APIRouter(tags=["search"])
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     text: str | None = Field(None, min_length=1, max_length=1000, description="text query")
     image: str | None = Field(None, description="base64 PNG/JPEG/WebP query")
     target: Literal["image", "text"] = Field("image", description="rank the gallery's images or its captions")
@@ -53,25 +55,36 @@ class SearchResponse(BaseModel):
     results: list[Hit]
 
 
-def encode_query(encoders: SnapshotEncoders, req: SearchRequest, limits: Limits) -> np.ndarray:
-    if req.text is not None:
-        return encoders.text([req.text])
+def check_query(req: SearchRequest, limits: Limits) -> bytes | None:
+    """The query image's bytes once it decodes completely (None for a text query); a 4xx
+    for anything wrong, whether or not an index is loaded yet."""
     try:
+        check_json_values(req.text, "text")
+        check_json_values(req.filter, "filter")
+        if req.image is None:
+            return None
         data = decode_base64(req.image, limits)
-        check_image(data, limits)
+        check_image(data, limits, PixelBudget(limits))
+        return data
     except PairError as e:
         raise HTTPException(e.status, e.detail()) from e
-    return encoders.image([data])
 
 
-@router.post("/v1/search", response_model=SearchResponse)
+def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | None) -> np.ndarray:
+    if image is None:
+        return encoders.text([req.text])
+    return encoders.image([image])
+
+
+@router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 403, 413, 415, 422, 429, 503))
 def search(req: SearchRequest, state: ServingState = Depends(get_serving), limits: Limits = Depends(get_limits)):
     t0 = time.perf_counter()
+    image = check_query(req, limits)  # validate before readiness: a malformed query is 4xx, never 503
     try:
         serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
     except LookupError:
         raise api_error(503, "not_ready", "no index is loaded yet: wait for the first snapshot and its index")
-    query = encode_query(serving.encoders, req, limits)
+    query = encode_query(serving.encoders, req, image)
     wanted = req.filter or {}
     filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
     index = serving.index if req.target == "image" else serving.texts

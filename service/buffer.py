@@ -7,27 +7,24 @@
 
 Phases are numbered from 1. The open phase is the highest-numbered one without a
 manifest; its directory is created with its first pair. Exactly one process writes (a
-`PhaseBuffer`, holding an exclusive lock); any number read with the functions below, which
-only ever look at complete lines.
+`service.writer.PhaseBuffer`, holding an exclusive lock); any number read with the
+functions below, which only ever look at complete lines.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
-from trainer.data import Pair, split_of
+from trainer.data import Pair
 
-from trainer.atomic import fsync_dir, has_syncfs, make_dirs, read_json, syncfs, write_bytes_atomic, write_json_atomic
-from service.settings import Settings
+from trainer.atomic import read_json, write_json_atomic
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
 
 log = logging.getLogger("modx.buffer")
@@ -257,208 +254,3 @@ def write_phase_status(data_dir: str | Path, phase: int, status: str, **extra) -
     record = {"phase": phase, "status": status, "updated": utc_now(), **extra}
     write_json_atomic(phase_dir(data_dir, phase) / STATUS_FILE, record)
     return record
-
-
-# ---------------------------------------------------------------- the writer
-
-
-class BufferLocked(RuntimeError):
-    """Another process is writing this data directory's phase buffers."""
-
-
-@dataclass
-class AppendResult:
-    written: list[Record] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    sealed: list[dict] = field(default_factory=list)  # manifests of phases sealed on the way
-
-
-class PhaseBuffer:
-    """The single writer of the phase buffers: append (fsynced, de-duplicated), seal."""
-
-    def __init__(self, data_dir: str | Path, *, phase_size: int, phase_max_age_s: float, probe_fraction: float):
-        self.data_dir = Path(data_dir)
-        self.phase_size, self.phase_max_age_s, self.probe_fraction = phase_size, phase_max_age_s, probe_fraction
-        make_dirs(self.data_dir / PHASES)
-        self._lock_fd = self._lock()
-        self._file = None
-        self.known: set[str] = set()
-        self._recover()
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> "PhaseBuffer":
-        return cls(s.data_dir, phase_size=s.phase_size, phase_max_age_s=s.phase_max_age_s,
-                   probe_fraction=s.probe_fraction)  # fmt: skip
-
-    # -- lifecycle
-
-    def _lock(self) -> int:
-        fd = os.open(self.data_dir / PHASES / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BufferLocked(f"another process writes the phase buffers in {self.data_dir}") from None
-        return fd
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
-
-    def __enter__(self) -> "PhaseBuffer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _recover(self) -> None:
-        """Known ids from every phase; the open phase's torn tail cut off."""
-        numbers = phase_numbers(self.data_dir)
-        for n in numbers:
-            self.known.update(r.id for r in read_records(self.data_dir, n))
-        last = numbers[-1] if numbers else 0
-        if last and read_manifest(self.data_dir, last) is None:
-            self.phase = last
-            self._repair_tail()
-        else:
-            self.phase = last + 1
-        self._count_open()
-
-    def _repair_tail(self) -> None:
-        path = phase_dir(self.data_dir, self.phase) / PAIRS_FILE
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        good = max((end for end, _ in complete_lines(data)), default=0)
-        if good < len(data):
-            log.warning("phase %d: cutting %d bytes of a torn last record", self.phase, len(data) - good)
-            with open(path, "r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
-
-    def _count_open(self) -> None:
-        records = read_records(self.data_dir, self.phase)
-        self.n_probe = sum(r.split == "probe" for r in records)
-        self.n_train = len(records) - self.n_probe
-        self.opened = records[0].written_at if records else None
-
-    # -- state
-
-    @property
-    def n_open(self) -> int:
-        return self.n_train + self.n_probe
-
-    def __contains__(self, pair_id: str) -> bool:
-        return pair_id in self.known
-
-    def open_info(self) -> PhaseInfo:
-        return PhaseInfo(self.phase, "open", self.n_train, self.n_probe, self.opened)
-
-    def seal_due(self, now: float | None = None) -> str | None:
-        """'size' or 'age' when the open phase should be sealed now, else None."""
-        if self.n_open >= self.phase_size:
-            return "size"
-        opened = epoch(self.opened)
-        if opened is not None and (now or time.time()) - opened >= self.phase_max_age_s:
-            return "age"
-        return None
-
-    # -- append
-
-    def append(self, batch: Sequence[Incoming]) -> AppendResult:
-        """Write the new pairs of `batch` durably (images, then records, then fsync).
-
-        Pairs whose id is already in any phase (or earlier in the batch) are dropped. The
-        open phase is sealed whenever it reaches `phase_size`. When this returns, every
-        written record is on disk.
-        """
-        result, fresh, seen = AppendResult(), [], set()
-        for item in batch:
-            if item.pair.id in self.known or item.pair.id in seen:
-                result.duplicates.append(item.pair.id)
-                continue
-            seen.add(item.pair.id)
-            fresh.append(item)
-        self._write_images([item.pair for item in fresh])
-        for item in fresh:
-            result.written.append(self._write_record(item))
-            if self.n_open >= self.phase_size:
-                result.sealed.append(self.seal("size"))
-        self._sync()
-        return result
-
-    def _write_images(self, pairs: Sequence[ValidPair]) -> None:
-        """Every image of the batch durable before any record names it: one syncfs for the
-        whole batch where Linux has it, else an fsync per file and per directory."""
-        one_sync, dirs = has_syncfs(), set()
-        for pair in pairs:
-            path = self.data_dir / image_relpath(pair.id)
-            make_dirs(path.parent)
-            write_bytes_atomic(path, pair.image, sync=not one_sync, sync_dir=False)
-            dirs.add(path.parent)
-        if pairs and one_sync:
-            syncfs(self.data_dir)
-        elif pairs:
-            for d in dirs:
-                fsync_dir(d)
-
-    def _open_file(self):
-        if self._file is None:
-            directory = phase_dir(self.data_dir, self.phase)
-            make_dirs(directory)
-            self._file = open(directory / PAIRS_FILE, "ab")
-            fsync_dir(directory)
-        return self._file
-
-    def _write_record(self, item: Incoming) -> Record:
-        pair = item.pair
-        record = Record(pair.id, pair.text, split_of(pair.id, self.probe_fraction), pair.content_type,
-                        image_relpath(pair.id), pair.metadata, item.partition, item.offset, item.received_at,
-                        utc_now())  # fmt: skip
-        self._open_file().write(record.line())
-        self.known.add(pair.id)
-        if record.split == "probe":
-            self.n_probe += 1
-        else:
-            self.n_train += 1
-        self.opened = self.opened or record.written_at
-        return record
-
-    def _sync(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
-    # -- seal
-
-    def seal(self, reason: str = "request") -> dict | None:
-        """Seal the open phase (manifest written atomically) and move on; None if it is empty."""
-        if self.n_open == 0:
-            return None
-        self._sync()
-        directory = phase_dir(self.data_dir, self.phase)
-        manifest = {
-            "format": 1,
-            "phase": self.phase,
-            "n": self.n_open,
-            "n_train": self.n_train,
-            "n_probe": self.n_probe,
-            "probe_fraction": self.probe_fraction,
-            "opened": self.opened,
-            "sealed": utc_now(),
-            "reason": reason,
-            "bytes": (directory / PAIRS_FILE).stat().st_size,
-        }
-        write_json_atomic(directory / MANIFEST_FILE, manifest)
-        log.info("sealed phase %d: %d train + %d probe pairs (%s)", self.phase, self.n_train, self.n_probe, reason)
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.phase += 1
-        self.n_train = self.n_probe = 0
-        self.opened = None
-        return manifest

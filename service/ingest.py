@@ -4,6 +4,11 @@ A message is keyed by the pair id (utf-8) and its value is JSON
 `{"id", "text", "image": base64, "content_type", "metadata", "received_at"}`.
 `produce_batch` returns only once Kafka acknowledged every message (acks=all), so an
 API answer of 2xx means the pairs are in Kafka.
+
+A seal request is a control message in the same topic, one per partition, with the header
+`modx-control: seal` and the value `{"seal": request id, "partitions": n, "requested"}`:
+every pair acknowledged before the request sits before it in its partition, so the
+consumer, which seals when it reaches the markers, seals exactly what was acknowledged.
 """
 
 from __future__ import annotations
@@ -89,6 +94,34 @@ def produce_batch(producer: KafkaProducer, topic: str, pairs: Sequence[ValidPair
     return metadata
 
 
+CONTROL_HEADER, SEAL = "modx-control", b"seal"
+
+
+def seal_request(headers, value: bytes | None) -> dict | None:
+    """The seal request a message carries ({"seal", "partitions", ...}), or None for a pair."""
+    if not headers or (CONTROL_HEADER, SEAL) not in [(k, bytes(v or b"")) for k, v in headers]:
+        return None
+    try:
+        data = json.loads(value or b"")
+        return data if isinstance(data, dict) and isinstance(data.get("seal"), str) else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def produce_seal(producer: KafkaProducer, topic: str, request_id: str, timeout_s: float = 30.0) -> int:
+    """Put seal request `request_id` at the end of every partition (acks=all); returns how many."""
+    try:
+        partitions = sorted(producer.partitions_for(topic) or [0])
+        value = json.dumps({"seal": request_id, "partitions": len(partitions), "requested": now_iso()}).encode()
+        futures = [producer.send(topic, value=value, partition=p, headers=[(CONTROL_HEADER, SEAL)])
+                   for p in partitions]  # fmt: skip
+        for fut in futures:
+            fut.get(timeout=timeout_s)
+    except Exception as e:  # KafkaError, KafkaTimeoutError
+        raise ProduceError(f"Kafka did not take the seal request: {e!r}") from e
+    return len(partitions)
+
+
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
     """Create the topics that do not exist yet (replication 1: a local broker)."""
     timeout_ms = int(timeout_s * 1000)
@@ -133,6 +166,9 @@ class Ingestor:
         if not pairs:
             return []
         return produce_batch(self.producer, self.settings.topic, pairs, self.settings.produce_timeout_s)
+
+    def send_seal(self, request_id: str) -> int:
+        return produce_seal(self.producer, self.settings.topic, request_id, self.settings.produce_timeout_s)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -26,6 +26,8 @@ CONSUMER_WRITTEN = Counter("modx_consumer_written_pairs", "Pairs fsynced into a 
 CONSUMER_DUPLICATES = Counter("modx_consumer_duplicate_pairs", "Messages dropped as already buffered")
 CONSUMER_DLQ = Counter("modx_consumer_dlq_messages", "Messages sent to the dead-letter topic, by reason", ["reason"])
 CONSUMER_LAG = Gauge("modx_consumer_lag", "Messages behind the partition's high watermark", ["partition"])
+CONSUMER_WRITE_FAULT = Gauge("modx_consumer_write_fault", "1 while the consumer cannot write its batch, by cause "
+                             "(ENOSPC, EROFS, EDQUOT, EIO, other)", ["reason"])
 PHASES_SEALED = Counter("modx_phases_sealed", "Phases sealed, by reason", ["reason"])
 PHASE_OPEN = Gauge("modx_phase_open", "Number of the open phase")
 PHASE_FILL = Gauge("modx_phase_fill", "Pairs in the open phase")

@@ -9,8 +9,10 @@ everything here but the counters is rebuilt from the data directory (`rebuild_fr
     modx:epoch               string  set by the last complete rebuild: missing = flushed or new, rebuild
     modx:rebuild             string  held (with a TTL) by the role that is rebuilding
     modx:metrics:<name>      string  counters shared across processes (INCRBYFLOAT)
-    modx:seal:requests       list    JSON {"id"}: POST /v1/phases/seal -> the consumer
-    modx:seal:result:<id>    list    the consumer's answer to one request (expires)
+    modx:seal:pending        string  the id of the seal request the consumer has not answered yet
+    modx:seal:recent         string  the id of the last new seal request (expires: the rate limit)
+    modx:seal:result:<id>    string  the consumer's answer to one request (expires)
+    modx:fault:<role>        string  why a role cannot do its work now, e.g. ENOSPC (expires)
 
 Only `service.status` writes the snapshot and serving entries (disk first, then here).
 """
@@ -44,6 +46,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+DEL_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def _chunks(items: Sequence[str], n: int = CHUNK) -> Iterable[Sequence[str]]:
@@ -174,34 +177,57 @@ class Registry:
 
     # ------------------------------------------------------------ seal requests
 
-    def request_seal(self) -> str:
+    def open_seal(self, min_interval_s: float, pending_ttl_s: float) -> tuple[str, bool] | float:
+        """A seal request to make or join: (request id, True) for a new one, (id, False) for the
+        one still waiting for the consumer (de-duplicated), or the seconds to wait before a new
+        one may be made (at most one per `min_interval_s`)."""
+        pending = self.r.get(self.key("seal", "pending"))
+        if pending:
+            return pending, False
+        left_ms = self.r.pttl(self.key("seal", "recent"))
+        if left_ms > 0:
+            return left_ms / 1000
         request_id = uuid.uuid4().hex
-        self.r.rpush(self.key("seal", "requests"), json.dumps({"id": request_id}))
-        return request_id
+        if not self.r.set(self.key("seal", "pending"), request_id, nx=True, ex=max(1, int(pending_ttl_s))):
+            return self.r.get(self.key("seal", "pending")) or request_id, False
+        self.r.set(self.key("seal", "recent"), request_id, px=max(1, int(min_interval_s * 1000)))
+        return request_id, True
 
-    def take_seal_requests(self) -> list[str]:
-        """Every pending request id, removed from the queue."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.lrange(self.key("seal", "requests"), 0, -1)
-        pipe.delete(self.key("seal", "requests"))
-        raw, _ = pipe.execute()
-        return [json.loads(x)["id"] for x in raw]
+    def drop_seal(self, request_id: str) -> None:
+        """Forget a request that never reached Kafka."""
+        for name in ("pending", "recent"):
+            self.r.eval(DEL_IF, 1, self.key("seal", name), request_id)
 
     def answer_seal(self, request_id: str, result: dict) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.rpush(self.key("seal", "result", request_id), json.dumps(result))
-        pipe.expire(self.key("seal", "result", request_id), RESULT_TTL_S)
-        pipe.execute()
+        """The consumer's answer (the first one stands: a replayed request is not answered twice)."""
+        self.r.set(self.key("seal", "result", request_id), json.dumps(result), nx=True, ex=RESULT_TTL_S)
+        self.r.eval(DEL_IF, 1, self.key("seal", "pending"), request_id)
 
-    def wait_seal(self, request_id: str, timeout_s: float) -> dict | None:
+    def wait_seal(self, request_id: str, timeout_s: float, interval_s: float = 0.05) -> dict | None:
         """The consumer's answer, or None if it did not come within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            # short blocking pops: the client's socket timeout (5 s by default) must not fire first
-            got = self.r.blpop([self.key("seal", "result", request_id)], timeout=min(left, 1.0))
-            if got:
-                return json.loads(got[1])
-        return None
+        while True:
+            raw = self.r.get(self.key("seal", "result", request_id))
+            if raw:
+                return json.loads(raw)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------ faults a role reports
+
+    def set_fault(self, role: str, reason: str | None, ttl_s: float = 60) -> None:
+        """`role` cannot do its work now, and why (expires unless refreshed); None clears it."""
+        if reason is None:
+            self.r.delete(self.key("fault", role))
+        else:
+            self.r.set(self.key("fault", role), reason, ex=max(1, int(ttl_s)))
+
+    def faults(self) -> dict[str, str]:
+        keys = sorted(self.r.scan_iter(match=self.key("fault", "*"), count=100))
+        values = self.r.mget(keys) if keys else []
+        start = len(self.key("fault", ""))
+        return {k[start:]: v for k, v in zip(keys, values) if v is not None}
 
     # ------------------------------------------------------------ rebuild
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(256, ge=1, description="most messages handled (and fsynced) per batch")
     consumer_session_timeout_ms: int = Field(10_000, ge=1000)
     consumer_max_poll_interval_ms: int = Field(60_000, ge=1000, description="also the group's rebalance timeout")
+    consumer_retry_cap_s: float = Field(10.0, gt=0, description="longest backoff of a consumer that cannot write")
     produce_timeout_s: float = Field(30.0, gt=0, description="how long a POST waits for Kafka's acks")
 
     # phases
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
     phase_max_age_s: float = Field(24 * 3600.0, gt=0, description="seal a non-empty open phase this old")
     probe_fraction: float = Field(0.1, ge=0.0, le=1.0, description="held-out slice of every phase (hash of id)")
     seal_wait_s: float = Field(5.0, ge=0, description="how long POST /v1/phases/seal waits for the consumer")
+    seal_min_interval_s: float = Field(5.0, ge=0, description="at most one new seal request this often (429 "
+                                       "with Retry-After); a request while one is pending joins it")
 
     # limits on posted pairs
     max_pairs_per_request: int = Field(256, ge=1)

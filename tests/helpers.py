@@ -15,7 +15,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
-from service.buffer import Incoming, PhaseBuffer
+from service.buffer import Incoming
+from service.writer import PhaseBuffer
 from service.settings import Settings
 from service.validation import Limits, validate_pair
 

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from service import buffer, consumer
 from service.app import create_app
 from service.registry import Registry
-from tests.helpers import make_png, pair_json, wait_for
+from service.writer import PhaseBuffer
+from service.ingest import seal_request
+from tests.helpers import make_png, pair_json, read_topic, wait_for
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def buffered(settings) -> list[str]:
 
 
 def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
-    s = settings.model_copy(update={"phase_size": 5})
+    s = settings.model_copy(update={"phase_size": 5, "seal_min_interval_s": 0})
     start_consumer(s)
     with TestClient(create_app(s)) as client:
         ids = [f"p{i}" for i in range(7)]
@@ -88,8 +90,43 @@ def test_seal_request_waits_for_a_consumer(settings):
     assert resp.status_code == 202 and resp.json()["status"] == "requested"
 
 
+def test_a_seal_answers_what_was_acknowledged_across_a_consumer_restart(settings, start_consumer):
+    """Defect 7: right after a consumer (re)start, a seal answered 409 'empty' while the
+    acknowledged pairs were still waiting out the rebalance, and pairs acknowledged before
+    a seal could land in the next phase. The seal is a marker behind them in the topic."""
+    s = settings.model_copy(update={"seal_wait_s": 0.2, "seal_min_interval_s": 0})
+    with TestClient(create_app(s)) as client:
+        ids = [f"early-{i}" for i in range(30)]
+        assert client.post("/v1/pairs", json={"pairs": [pair_json(i) for i in ids]}).status_code == 202
+        assert client.post("/v1/phases/seal").status_code == 202  # no consumer yet: requested
+        late = client.post("/v1/pairs", json={"pairs": [pair_json("late")]})
+        assert late.status_code == 202
+        start_consumer(s)
+        wait_for(lambda: buffer.read_manifest(s.data_dir, 1), message="phase 1 sealed")
+        assert [r.id for r in buffer.read_records(s.data_dir, 1)] == ids  # exactly what came before the seal
+        wait_for(lambda: "late" in buffered(s), message="the late pair, in the next phase")
+        assert [r.id for r in buffer.read_records(s.data_dir, 2)] == ["late"]
+        resp = TestClient(create_app(s.model_copy(update={"seal_wait_s": 20}))).post("/v1/phases/seal")
+        assert resp.status_code == 200 and resp.json()["phase"]["n"] == 1
+
+
+def test_repeated_seals_join_and_are_rate_limited(settings):
+    s = settings.model_copy(update={"seal_wait_s": 0.1, "seal_min_interval_s": 30})
+    with TestClient(create_app(s)) as client:
+        first = client.post("/v1/phases/seal").json()  # no consumer: stays pending
+        again = [client.post("/v1/phases/seal").json() for _ in range(5)]
+        assert {a["request"] for a in again} == {first["request"]} and all(a["joined"] for a in again)
+        registry = Registry.from_url(s.redis_url)
+        registry.answer_seal(first["request"], {"sealed": None})
+        limited = client.post("/v1/phases/seal")
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["detail"]["error"] == "seal_rate_limited"
+    markers = [m for m in read_topic(s.kafka_bootstrap, s.topic) if seal_request(m.headers, m.value)]
+    assert len(markers) == 1  # seven requests, one marker: one training run at most
+
+
 def test_a_second_consumer_is_a_standby_until_the_writer_lock_is_free(settings, start_consumer):
-    writer = buffer.PhaseBuffer.from_settings(settings)  # another consumer holds the data directory
+    writer = PhaseBuffer.from_settings(settings)  # another consumer holds the data directory
     try:
         start_consumer(settings)
         with TestClient(create_app(settings)) as client:

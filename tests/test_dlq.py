@@ -72,3 +72,27 @@ def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
             probe.close(autocommit=False)
 
     wait_for(lambda: committed() == len(messages), message="offsets committed past the poison")
+
+
+def test_a_message_that_cannot_be_written_is_poison_not_a_crash_loop(settings, running_consumer):
+    """Defect 1: a lone surrogate decodes from JSON but cannot be encoded as UTF-8 when its
+    record is written; the consumer crashed on it at every restart and nothing after it was
+    ever written. Such a message (or any the consumer cannot handle) goes to the DLQ."""
+    surrogate = json.dumps({**json.loads(good("lone")), "metadata": {"k": "\udc00"}}).encode()  # "\\udc00" on the wire
+    deep = b'{"id": "deep", "text": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    messages = [(b"lone", surrogate), (b"deep", deep), (b"after", good("after"))]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for key, value in messages:
+        producer.send(settings.topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+    def buffered():
+        return [r.id for n in buffer.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)]
+
+    wait_for(lambda: "after" in buffered(), message="the pair after the unwritable one")
+    assert buffered() == ["after"] and running_consumer.is_alive()
+    dead = wait_for(lambda: (d := read_topic(settings.kafka_bootstrap, settings.dlq_topic)) and len(d) >= 2 and d)
+    reasons = {m.key: dict(m.headers)["reason"].decode() for m in dead}
+    assert set(reasons) == {b"lone", b"deep"} and all(reasons.values())
+    assert "surrogate" in reasons[b"lone"] or "utf" in reasons[b"lone"].lower()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service import buffer, status
@@ -104,14 +106,21 @@ def test_register_sealed_is_one_transaction(redis_server, redis_client):
     assert registry.phase(2)["n"] == 2 and registry.known(["x", "y", "z"]) == [True, True, False]
 
 
-def test_seal_requests_round_trip(redis_server, redis_client):
+def test_seal_requests_are_rate_limited_and_joined(redis_server, redis_client):
     registry = Registry.from_url(redis_server)
-    first, second = registry.request_seal(), registry.request_seal()
-    assert registry.take_seal_requests() == [first, second]
-    assert registry.take_seal_requests() == []
+    first, new = registry.open_seal(min_interval_s=0.5, pending_ttl_s=60)
+    assert new and registry.open_seal(0.5, 60) == (first, False)  # still pending: joined, not queued again
     registry.answer_seal(first, {"sealed": {"phase": 4}})
-    assert registry.wait_seal(first, 1.0) == {"sealed": {"phase": 4}}
+    registry.answer_seal(first, {"sealed": None})  # a replayed marker: the first answer stands
+    assert registry.wait_seal(first, 1.0) == registry.wait_seal(first, 0) == {"sealed": {"phase": 4}}
+    wait = registry.open_seal(0.5, 60)
+    assert isinstance(wait, float) and 0 < wait <= 0.5  # answered, but too soon for a new one
+    time.sleep(wait + 0.05)
+    second, new = registry.open_seal(0.5, 60)
+    assert new and second != first
     assert registry.wait_seal(second, 0.1) is None
+    registry.drop_seal(second)  # it never reached Kafka
+    assert registry.open_seal(0.5, 60)[1] is True
 
 
 def test_shared_counters_exported(redis_server, redis_client):

@@ -29,17 +29,27 @@ def _redis_ok(registry: Registry) -> bool:
         return False
 
 
+def _faults(registry: Registry) -> dict[str, str]:
+    """What the other roles report they cannot do now (e.g. the consumer: 'ENOSPC: ...').
+    Search still answers, so these do not make the API unready."""
+    try:
+        return registry.faults()
+    except Exception:
+        return {}
+
+
 @router.get("/readyz")
 def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depends(get_registry),
            serving: ServingState = Depends(get_serving)):  # fmt: skip
-    """200 only when Kafka and Redis answer and a snapshot and an index are loaded."""
+    """200 only when Kafka and Redis answer and a snapshot and an index are loaded; `faults`
+    names what another role cannot do now (the consumer on a full or read-only disk)."""
     checks = {
         "kafka": kafka_ready(settings.kafka_bootstrap),
         "redis": _redis_ok(registry),
         "snapshot_and_index": serving.holder.ready,
     }
     failed = [name for name, ok in checks.items() if not ok]
-    body = {"status": "ready" if not failed else "not ready", "checks": checks}
+    body = {"status": "ready" if not failed else "not ready", "checks": checks, "faults": _faults(registry)}
     if serving.holder.ready:
         current = serving.holder.get()
         body["serving"] = {"snapshot": current.snapshot, "index": current.index.snapshot, "size": current.index.size}

@@ -1,14 +1,21 @@
 """Phases: list them; seal the open one now.
 
-The consumer owns the phase buffer, so sealing is a request through Redis that the consumer
-answers between batches; the endpoint waits up to `seal_wait_s` for the answer.
+The consumer owns the phase buffer, so a seal is a request: a marker put in the topic
+after every pair acknowledged so far (service.ingest.produce_seal), which the consumer
+answers when it reaches it; the endpoint waits up to `seal_wait_s` for the answer. A
+request while another is still unanswered joins it; a new one is allowed once per
+`seal_min_interval_s` (429 with Retry-After), so repeated seals cannot queue a training
+run each.
 """
 
-from fastapi import APIRouter, Depends
+import math
+
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
-from service.deps import get_registry, get_settings
+from service.deps import get_ingestor, get_registry, get_settings
 from service.errors import api_error
+from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
 from service.settings import Settings
 
@@ -17,22 +24,42 @@ router = APIRouter(prefix="/v1/phases", tags=["phases"])
 
 @router.get("")
 def list_phases(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings)) -> dict:
-    """Every phase: status open / sealed / training / trained / failed, counts and times."""
+    """Every phase: status open / sealed / training / trained / retry / failed, counts and times."""
     registry.ensure(settings.data_dir)
     phases = list(registry.phases().values())
     open_phase = next((p["phase"] for p in phases if p["status"] == "open"), None)
     return {"phases": phases, "open": open_phase}
 
 
-@router.post("/seal", responses={202: {"description": "requested; the consumer has not answered yet"},
-                                 409: {"description": "the open phase is empty"}})  # fmt: skip
-def seal(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings)):
-    request_id = registry.request_seal()
+@router.post(
+    "/seal",
+    responses={
+        202: {"description": "requested; the consumer has not answered yet"},
+        409: {"description": "the open phase is empty: every pair acknowledged before the request is sealed"},
+        429: {"description": "a seal was requested less than seal_min_interval_s ago (Retry-After)"},
+        503: {"description": "Kafka did not take the request"},
+    },
+)
+def seal(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings),
+         ingestor: Ingestor = Depends(get_ingestor)):
+    """Seal the open phase once every pair acknowledged before this request is in it."""
+    claim = registry.open_seal(settings.seal_min_interval_s, pending_ttl_s=max(600.0, 10 * settings.seal_wait_s))
+    if not isinstance(claim, tuple):
+        message = f"a seal was requested less than {settings.seal_min_interval_s:g}s ago; retry in {claim:.1f}s"
+        raise HTTPException(429, detail={"error": "seal_rate_limited", "message": message},
+                            headers={"Retry-After": str(max(1, math.ceil(claim)))})
+    request_id, new = claim
+    if new:
+        try:
+            ingestor.send_seal(request_id)
+        except ProduceError as e:
+            registry.drop_seal(request_id)
+            raise api_error(503, "kafka_unavailable", f"{e}; retry the seal") from None
     answer = registry.wait_seal(request_id, settings.seal_wait_s)
     if answer is None:
-        return JSONResponse({"status": "requested", "request": request_id,
-                             "message": "no consumer answered yet; it will seal when it next runs"},
-                            status_code=202)  # fmt: skip
+        return JSONResponse({"status": "requested", "request": request_id, "joined": not new,
+                             "message": "the consumer has not reached the request yet; it seals when it does"},
+                            status_code=202)
     if answer["sealed"] is None:
         raise api_error(409, "empty_phase", f"nothing to seal: {answer.get('reason', 'the open phase is empty')}")
-    return {"status": "sealed", "phase": answer["sealed"]}
+    return {"status": "sealed", "phase": answer["sealed"], "request": request_id}

@@ -1,0 +1,65 @@
+"""The consumer on a full and on a read-only data disk (a real loop-mounted ext4, so root):
+it stops writing, keeps its group membership, says why (Redis fault key, readyz, metric),
+commits nothing it did not write, and writes every pair exactly once when the disk is back."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
+
+from bench import loopfs
+from service import buffer, consumer
+from service.app import create_app
+from service.registry import Registry
+from tests.helpers import pair_json, wait_for
+
+pytestmark = pytest.mark.skipif(loopfs.available() is not None, reason=str(loopfs.available()))
+
+
+def written(s) -> list[str]:
+    return [r.id for n in buffer.phase_numbers(s.data_dir) for r in buffer.read_records(s.data_dir, n)]
+
+
+def committed(s) -> int:
+    probe = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=s.consumer_group, enable_auto_commit=False)
+    try:
+        return probe.committed(TopicPartition(s.topic, 0)) or 0
+    finally:
+        probe.close(autocommit=False)
+
+
+@pytest.mark.parametrize("fault", ["full", "read_only"])
+def test_consumer_survives_a_disk_fault(settings, tmp_path, fault):
+    with loopfs.loop_fs(tmp_path / "disk", size_mb=48) as fs:
+        s = settings.model_copy(update={"data_dir": fs.mount / "data", "consumer_retry_cap_s": 0.5})
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, args=(s, stop), daemon=True)
+        thread.start()
+        registry = Registry.from_url(s.redis_url)
+        try:
+            with TestClient(create_app(s)) as client:
+                post = lambda ids: client.post("/v1/pairs", json={"pairs": [pair_json(i) for i in ids]})  # noqa: E731
+                assert post([f"a{i}" for i in range(20)]).status_code == 202
+                wait_for(lambda: len(written(s)) == 20, message="the first pairs written")
+                fs.fill() if fault == "full" else fs.read_only()
+                assert post([f"b{i}" for i in range(20)]).status_code == 202
+                reason = wait_for(lambda: registry.faults().get("consumer"), message="the fault reported")
+                assert reason.startswith("ENOSPC" if fault == "full" else "EROFS"), reason
+                assert client.get("/readyz").json()["faults"]["consumer"] == reason
+                code = reason.split(":")[0]
+                assert REGISTRY.get_sample_value("modx_consumer_write_fault", {"reason": code}) == 1
+                assert thread.is_alive() and committed(s) == 20  # nothing committed past what was written
+                fs.free() if fault == "full" else fs.read_write()
+                wait_for(lambda: len(written(s)) == 40, timeout_s=60, message="every pair once the disk is back")
+                wait_for(lambda: "consumer" not in registry.faults(), message="the fault cleared")
+                wait_for(lambda: committed(s) == 40, message="offsets committed")
+            ids = written(s)
+            assert sorted(ids) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not thread.is_alive()

@@ -10,7 +10,7 @@ import pytest
 from service import buffer
 from trainer import atomic
 from service.buffer import Incoming
-from service.writer import BufferLocked, PhaseBuffer
+from service.writer import BufferLocked
 from service.validation import Limits, validate_pair
 from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
 from trainer.data import Pair, split_of

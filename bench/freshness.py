@@ -174,7 +174,7 @@ def run(args) -> dict:
         data_dir = Path(args.data_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="modx-fresh-")))
         t0 = time.perf_counter()
         stack = cleanup.enter_context(service_stack(data_dir, ["consumer", "trainer", "indexer"], env))
-        client = cleanup.enter_context(httpx.Client(base_url=stack.urls[0], timeout=60.0))
+        client = cleanup.enter_context(stack.client())
         wait_for("CLIP_0 and its index", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == 0,
                  stack, args.timeout)  # fmt: skip
         startup_s = time.perf_counter() - t0

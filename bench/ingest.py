@@ -45,6 +45,7 @@ from bench.common import apply_preset, finish, machine
 from service import buffer
 from service.infra import Server, free_port, kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
+from service.stack import admin_key
 
 PRESETS = {
     "smoke": dict(pairs=200, batch=20, concurrency=2, api_workers=1),
@@ -63,6 +64,11 @@ class Stack:
     env: dict[str, str]
     logs: Path
     procs: dict[str, object] = field(default_factory=dict)  # name -> Popen (roles and servers)
+    headers: dict[str, str] = field(default_factory=dict)  # an admin key, as `modx up` makes it
+
+    def client(self, i: int = 0, timeout_s: float = 60.0) -> httpx.Client:
+        """A client of API `i` that sends the admin key."""
+        return httpx.Client(base_url=self.urls[i], timeout=timeout_s, headers=self.headers)
 
     def cpu_seconds(self) -> dict[str, float]:
         """user + system CPU seconds of each process so far (Linux /proc)."""
@@ -115,6 +121,8 @@ def service_stack(data_dir: Path, roles: Sequence[str], env: dict[str, str], api
         ensure_topics(kafka.address, [env.get("MODX_TOPIC", "modx.pairs"), env.get("MODX_DLQ_TOPIC", "modx.pairs.dlq")],
                       partitions)  # fmt: skip
         stack = Stack([], env, logs, {"tansu": kafka.process, "redis": redis.process})
+        key_path, _ = admin_key(Path(data_dir), redis.address)
+        stack.headers = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
         started = []
         exit_stack.callback(lambda: [stop_process(p, timeout_s=15) for p in reversed(started)])
         argv = [sys.executable, "-m", "service.cli"]
@@ -196,7 +204,7 @@ class Sent:
     queued: int
 
 
-def post_all(urls: list[str], bodies: list[tuple[list[str], bytes]], concurrency: int) -> list[Sent]:
+def post_all(urls: list[str], bodies: list[tuple[list[str], bytes]], concurrency: int, headers: dict) -> list[Sent]:
     """Post every body from `concurrency` threads (each with its own connection), as fast as acks come."""
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for item in bodies:
@@ -205,7 +213,8 @@ def post_all(urls: list[str], bodies: list[tuple[list[str], bytes]], concurrency
     lock = threading.Lock()
 
     def worker(url: str) -> None:
-        with httpx.Client(base_url=url, timeout=120.0, headers={"content-type": "application/json"}) as client:
+        headers_json = {**headers, "content-type": "application/json"}
+        with httpx.Client(base_url=url, timeout=120.0, headers=headers_json) as client:
             while True:
                 try:
                     ids, body = todo.get_nowait()
@@ -244,16 +253,16 @@ def run(args) -> dict:
     with ExitStack() as cleanup:
         data_dir = Path(args.data_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="modx-ingest-")))
         stack = cleanup.enter_context(service_stack(data_dir, ["consumer"], env, args.api_workers, args.partitions))
-        client = cleanup.enter_context(httpx.Client(base_url=stack.urls[0], timeout=30.0))
+        client = cleanup.enter_context(stack.client(timeout_s=30.0))
         warm, _ = make_bodies(len(stack.urls), 1, args.image_bytes, f"{tag}-warm", seed=1)
-        sent = post_all(stack.urls, warm, len(stack.urls))  # one per API: producer connected, consumer joined
+        sent = post_all(stack.urls, warm, len(stack.urls), stack.headers)  # one per API: producer connected, consumer joined
         assert all(s.status == 202 for s in sent), f"warm-up: {[s.status for s in sent]}\n{stack.log_tail('api')}"
         wait_for("the warm-up pairs", lambda: buffered(client) >= len(warm), stack, args.timeout)
         target = len(warm) + args.pairs
 
         cpu0, self0 = stack.cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
         t0_wall, t0 = time.time(), time.perf_counter()
-        sent = post_all(stack.urls, bodies, args.concurrency)
+        sent = post_all(stack.urls, bodies, args.concurrency, stack.headers)
         acked_s = max(s.start + s.latency_s for s in sent) - t0
         failed = [s for s in sent if s.status != 202]
         wait_for("every pair in the phase buffers", lambda: buffered(client) >= target - sum(s.n for s in failed),

@@ -3,8 +3,9 @@
     app = create_app(settings)                       # the default routers (ROUTERS)
     app = create_app(settings, routers=[health.router, search.router])   # only these
 
-Everything a router needs is on `app.state` (settings, registry, ingestor) and reaches it
-through the dependencies in `service.deps`.
+Everything a router needs is on `app.state` (settings, registry, ingestor, auth) and reaches
+it through the dependencies in `service.deps` and `service.auth`. CORS is off unless
+`cors_origins` names origins.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from typing import Sequence
 
 import faiss
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from service.auth import Auth
 from service.backpressure import WriteGate
 from service.body_limit import BodyLimit
 from service.errors import install_error_handlers
 from service.ingest import Ingestor
 from service.registry import Registry
-from service.routers import health, images, pairs, phases, search, snapshots
+from service.routers import health, images, keys, pairs, phases, search, snapshots
 from service.serving import ServingState
 from service.settings import Settings, get_settings
 
-ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.router, search.router, snapshots.router]
+ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.router, search.router, snapshots.router,
+                            keys.router]
 
 
 @asynccontextmanager
@@ -35,9 +39,12 @@ async def lifespan(app: FastAPI):
     poller = threading.Thread(target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s),
                               name="serving-poller", daemon=True)  # fmt: skip
     poller.start()
+    key_sync = threading.Thread(target=app.state.auth.run, args=(stop,), name="key-sync", daemon=True)
+    key_sync.start()
     yield
     stop.set()
     poller.join(timeout=10)
+    key_sync.join(timeout=10)
     app.state.ingestor.close()
     app.state.write_gate.close()
     app.state.registry.close()
@@ -52,8 +59,12 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.ingestor = Ingestor(settings)
     app.state.write_gate = WriteGate(settings)
     app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
+    app.state.auth = Auth(settings, app.state.registry)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     for router in ROUTERS if routers is None else routers:
         app.include_router(router)
     return app

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from service.client import DEFAULT_URL, ApiKeyOption, UrlOption
+
 app = typer.Typer(help="modx: streaming continual CLIP training with Mod-X", no_args_is_help=True)
 
 
@@ -147,7 +149,8 @@ def up(
 
 @app.command()
 def demo(
-    url: str = typer.Option("http://127.0.0.1:8000", help="the API of a running stack (modx up)"),
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     phases: int = typer.Option(3, help="synthetic domains to stream, one phase each"),
     pairs: int = typer.Option(300, help="pairs per phase"),
     timeout: float = typer.Option(900, help="seconds to wait for each snapshot and index"),
@@ -156,7 +159,7 @@ def demo(
     from service.demo import run_demo
 
     setup_logging(False)
-    run_demo(url, phases=phases, pairs_per_phase=pairs, timeout_s=timeout)
+    run_demo(url, api_key, phases=phases, pairs_per_phase=pairs, timeout_s=timeout)
 
 
 if __name__ == "__main__":

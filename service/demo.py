@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import httpx
 
+from service.client import api_client
 from trainer.datasets.synthetic import SyntheticDataset
 
 QUERIES = ("a large red circle at the top left", "a small blue star at the center", "a large yellow square at the bottom right")
@@ -54,10 +55,11 @@ def recall_table(recall: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(url: str, phases: int = 3, pairs_per_phase: int = 300, timeout_s: float = 900) -> None:
+def run_demo(url: str, api_key: str | None = None, phases: int = 3, pairs_per_phase: int = 300,
+             timeout_s: float = 900) -> None:
     data = SyntheticDataset(n_domains=phases, pairs_per_domain=pairs_per_phase, seed=0)
     run = uuid.uuid4().hex[:6]  # fresh ids, so a second demo against the same stack brings new pairs
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with api_client(url, api_key) as client:
         print(f"modx demo against {url}: {phases} phases of {pairs_per_phase} synthetic pairs (ids demo-{run}-*)")
         for domain in data.domains:
             pairs = [replace(p, id=f"demo-{run}-{p.id}") for p in data.generate(domain)]

@@ -21,11 +21,12 @@ from service import metrics
 from service.validation import PairError, shown
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+         409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
          503: "unavailable"}
 WHEN = {
     400: "the body cannot be parsed (invalid UTF-8 or JSON, nesting too deep, an integer too long)",
-    401: "no API key, or an unknown one", 403: "the key lacks the route's scope", 404: "not found",
+    401: "no API key, or an unknown or revoked one (missing_key, unknown_key)", 403: "the key lacks the route's scope (insufficient_scope)", 404: "not found",
+    409: "a conflict with what exists (a key name taken, nothing to seal)",
     413: "a size limit is exceeded (the error names it)", 415: "an image that is not PNG, JPEG or WebP",
     422: "the request is well-formed JSON but invalid (the error names the field)",
     429: "slow down: over the key's rate, or writes paused (consumer lag, low disk); see Retry-After",

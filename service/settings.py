@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     lag_cache_s: float = Field(1.0, ge=0, description="how long one lag measure (two broker requests) is reused")
     write_retry_after_s: int = Field(5, ge=1, description="the Retry-After of a write refused by backpressure")
 
+    # API keys and CORS (service/keys.py, service/auth.py)
+    key_rate: float = Field(100.0, gt=0, description="requests/s of a key created without its own --rate")
+    key_burst_s: float = Field(1.0, gt=0, description="a key may burst rate * this many requests (at least 1)")
+    key_sync_s: float = Field(10.0, gt=0, description="how often an API writes last-used times to keys.json and "
+                              "checks Redis's key cache against it")
+    cors_origins: list[str] = Field([], description='browser origins allowed to call the API, as JSON '
+                                    '(MODX_CORS_ORIGINS=\'["https://a.example"]\'); empty: CORS off')
+
     # learning (used by the workers)
     model: str = "modx-tiny"
     pretrained: str | None = None

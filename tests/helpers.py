@@ -1,4 +1,5 @@
-"""Test helpers: tiny images (good and bad), reading a topic, the consumer as a subprocess."""
+"""Test helpers: tiny images (good and bad), reading a topic, the consumer as a subprocess,
+API keys and an authenticated API client (`api_client`, `make_key`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import subprocess
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import redis
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
+from service.app import create_app
 from service.buffer import Incoming
+from service.keys import KeyStore
 from service.writer import PhaseBuffer
 from service.settings import Settings
 from service.validation import Limits, validate_pair
@@ -160,3 +167,26 @@ def write_phases(settings: Settings, stream, n: int) -> None:
                      for p in stream.generate(domain)]  # fmt: skip
             buf.append(batch)
             buf.seal("request")
+
+
+def make_key(settings: Settings, scope: str = "admin", name: str | None = None, rate: float | None = 1000.0) -> str:
+    """A new API key in the settings' data dir, cached in their Redis at once; its secret.
+    The default rate (1000/s) keeps tests that are not about rates clear of the limit."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=1)
+    try:
+        return KeyStore(settings.data_dir, client).create(scope, name, rate)[1]
+    finally:
+        client.close()
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@contextmanager
+def api_client(settings: Settings, scope: str = "admin", key: str | None = None, app=None) -> Iterator[TestClient]:
+    """`TestClient(create_app(settings))`, started, sending an API key on every request: `key`,
+    else a new one of `scope`. `client.headers` can be changed per test (e.g. popped)."""
+    key = key or make_key(settings, scope)
+    with TestClient(app or create_app(settings), headers=bearer(key)) as client:
+        yield client

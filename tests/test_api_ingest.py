@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
 from service import infra
-from service.app import create_app
 from service.registry import Registry
-from tests.helpers import b64, bomb_png, make_image, make_png, pair_json, read_topic, truncated_png
+from tests.helpers import api_client, b64, bomb_png, make_image, make_png, pair_json, read_topic, truncated_png
 
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as c:
+    with api_client(settings) as c:
         yield c
 
 
@@ -76,7 +74,7 @@ def test_oversized_batch(client, settings):
 
 
 def test_body_over_the_request_limit(settings):
-    with TestClient(create_app(settings.model_copy(update={"max_request_bytes": 2048}))) as client:
+    with api_client(settings.model_copy(update={"max_request_bytes": 2048})) as client:
         resp = post(client, pair_json("big", image=make_image("PNG", (64, 64), noise=True)))
     assert resp.status_code == 413 and resp.json()["detail"]["error"] == "request_too_large"
     assert read_topic(settings.kafka_bootstrap, settings.topic) == []
@@ -122,18 +120,18 @@ def test_upload_refusals(client, settings, files, data, status, error):
 
 def test_kafka_down_is_503_and_bad_input_still_4xx(settings):
     down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "produce_timeout_s": 2.0})
-    with TestClient(create_app(down)) as client:
+    with api_client(down) as client:
         assert post(client, pair_json("x", text="")).status_code == 422
         resp = post(client, pair_json("x"))
     assert resp.status_code == 503 and resp.json()["detail"]["error"] == "kafka_unavailable"
 
 
 def test_readyz_names_each_failed_dependency(settings):
-    with TestClient(create_app(settings)) as client:  # Kafka and Redis up, no snapshot or index yet
+    with api_client(settings) as client:  # Kafka and Redis up, no snapshot or index yet
         ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["failed"] == ["snapshot_and_index"]
     down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0"})
-    with TestClient(create_app(down)) as client:
+    with api_client(down) as client:
         body = client.get("/readyz").json()
     assert body["failed"] == ["kafka", "redis", "snapshot_and_index"]
     assert "kafka is not available" in body["message"] and "redis is not available" in body["message"]
@@ -153,7 +151,7 @@ def test_images_and_health(client, settings):
 def test_kafka_lost_after_start_is_503(settings, tmp_path):
     with infra.kafka_broker(log_dir=tmp_path) as broker:
         own = settings.model_copy(update={"kafka_bootstrap": broker.address, "produce_timeout_s": 2.0})
-        with TestClient(create_app(own)) as client:
+        with api_client(own) as client:
             assert post(client, pair_json("before")).status_code == 202
             infra.stop_process(broker.process)
             resp = post(client, pair_json("after"))

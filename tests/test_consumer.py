@@ -7,14 +7,12 @@ import threading
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from service import buffer, consumer
-from service.app import create_app
 from service.registry import Registry
-from service.writer import PhaseBuffer
 from service.ingest import seal_request
-from tests.helpers import make_png, pair_json, read_topic, wait_for
+from service.writer import PhaseBuffer
+from tests.helpers import api_client, make_png, pair_json, read_topic, wait_for
 
 
 @pytest.fixture
@@ -41,7 +39,7 @@ def buffered(settings) -> list[str]:
 def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
     s = settings.model_copy(update={"phase_size": 5, "seal_min_interval_s": 0})
     start_consumer(s)
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         ids = [f"p{i}" for i in range(7)]
         resp = client.post("/v1/pairs", json={"pairs": [pair_json(i, image=make_png(color=(n, 1, 2)))
                                                         for n, i in enumerate(ids)]})  # fmt: skip
@@ -78,14 +76,14 @@ def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
 def test_seal_by_age(settings, start_consumer):
     s = settings.model_copy(update={"phase_max_age_s": 0.5})
     start_consumer(s)
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         assert client.post("/v1/pairs", json={"pairs": [pair_json("old")]}).status_code == 202
         wait_for(lambda: buffer.read_manifest(s.data_dir, 1), message="phase 1 sealed by age")
     assert buffer.read_manifest(s.data_dir, 1)["reason"] == "age"
 
 
 def test_seal_request_waits_for_a_consumer(settings):
-    with TestClient(create_app(settings.model_copy(update={"seal_wait_s": 0.2}))) as client:
+    with api_client(settings.model_copy(update={"seal_wait_s": 0.2})) as client:
         resp = client.post("/v1/phases/seal")  # no consumer running
     assert resp.status_code == 202 and resp.json()["status"] == "requested"
 
@@ -95,7 +93,7 @@ def test_a_seal_answers_what_was_acknowledged_across_a_consumer_restart(settings
     acknowledged pairs were still waiting out the rebalance, and pairs acknowledged before
     a seal could land in the next phase. The seal is a marker behind them in the topic."""
     s = settings.model_copy(update={"seal_wait_s": 0.2, "seal_min_interval_s": 0})
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         ids = [f"early-{i}" for i in range(30)]
         assert client.post("/v1/pairs", json={"pairs": [pair_json(i) for i in ids]}).status_code == 202
         assert client.post("/v1/phases/seal").status_code == 202  # no consumer yet: requested
@@ -106,13 +104,14 @@ def test_a_seal_answers_what_was_acknowledged_across_a_consumer_restart(settings
         assert [r.id for r in buffer.read_records(s.data_dir, 1)] == ids  # exactly what came before the seal
         wait_for(lambda: "late" in buffered(s), message="the late pair, in the next phase")
         assert [r.id for r in buffer.read_records(s.data_dir, 2)] == ["late"]
-        resp = TestClient(create_app(s.model_copy(update={"seal_wait_s": 20}))).post("/v1/phases/seal")
+        with api_client(s.model_copy(update={"seal_wait_s": 20})) as waiting:
+            resp = waiting.post("/v1/phases/seal")
         assert resp.status_code == 200 and resp.json()["phase"]["n"] == 1
 
 
 def test_repeated_seals_join_and_are_rate_limited(settings):
     s = settings.model_copy(update={"seal_wait_s": 0.1, "seal_min_interval_s": 30})
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         first = client.post("/v1/phases/seal").json()  # no consumer: stays pending
         again = [client.post("/v1/phases/seal").json() for _ in range(5)]
         assert {a["request"] for a in again} == {first["request"]} and all(a["joined"] for a in again)
@@ -129,7 +128,7 @@ def test_a_second_consumer_is_a_standby_until_the_writer_lock_is_free(settings, 
     writer = PhaseBuffer.from_settings(settings)  # another consumer holds the data directory
     try:
         start_consumer(settings)
-        with TestClient(create_app(settings)) as client:
+        with api_client(settings) as client:
             assert client.post("/v1/pairs", json={"pairs": [pair_json("early")]}).status_code == 202
             time.sleep(2.0)
             assert buffered(settings) == []  # the standby writes nothing while the lock is held

@@ -12,12 +12,11 @@ import time
 
 import pytest
 import redis
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.infra import start_process, stop_process
 from service.ingest import ensure_topics
 from service.settings import Settings
+from tests.helpers import api_client
 from trainer.datasets.synthetic import SyntheticDataset
 
 pytestmark = pytest.mark.slow
@@ -43,7 +42,7 @@ def stack(kafka, redis_server, tmp_path_factory):
         for role in ("consumer", "trainer", "indexer")
     ]
     try:
-        with TestClient(create_app(settings)) as client:
+        with api_client(settings) as client:
             yield client, settings, data_dir
     finally:
         for p in procs:

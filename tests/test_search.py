@@ -7,12 +7,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.registry import Registry
 from service.workers import IndexerWorker, bootstrap
-from tests.helpers import wait_for, write_phases
+from tests.helpers import api_client, wait_for, write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 
 
@@ -24,7 +22,7 @@ def served(settings):
     registry = Registry.from_url(settings.redis_url)
     bootstrap(settings, registry)
     IndexerWorker(settings, registry).tick()
-    with TestClient(create_app(settings.model_copy(update={"serving_poll_s": 0.05}))) as client:
+    with api_client(settings.model_copy(update={"serving_poll_s": 0.05})) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, message="the index served")
         yield client, stream
 
@@ -34,7 +32,7 @@ def search(client, **body):
 
 
 def test_no_index_yet_is_503(settings):
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         r = search(client, text="a red circle")
     assert r.status_code == 503 and r.json()["detail"]["error"] == "not_ready"
 

@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness (no key needed) and Prometheus metrics (an admin key)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from service.auth import AUTH_RESPONSES, require
 from service.deps import get_registry, get_serving, get_settings
 from service.infra import kafka_ready
 from service.metrics import SharedMetrics
@@ -59,7 +60,7 @@ def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depe
     return JSONResponse(body, status_code=503 if failed else 200)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[require("admin")], responses=AUTH_RESPONSES)
 def prometheus(request: Request, registry: Registry = Depends(get_registry)) -> Response:
     """This process's metrics plus the counters other modx processes keep in Redis."""
     shared = getattr(request.app.state, "shared_metrics", None)

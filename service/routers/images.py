@@ -2,12 +2,14 @@
 
 from fastapi import APIRouter, Depends, Response
 
+from service.auth import AUTH_RESPONSES, require
 from service.buffer import read_image
 from service.deps import get_settings
 from service.errors import api_error, responses
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=[require("read")],
+                   responses=AUTH_RESPONSES)
 
 
 IMAGE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/webp": {}}

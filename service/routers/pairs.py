@@ -20,6 +20,7 @@ from python_multipart import parse_form
 from redis import RedisError
 
 from service import metrics
+from service.auth import AUTH_RESPONSES, require
 from service.backpressure import WriteGate
 from service.deps import get_ingestor, get_limits, get_registry, get_write_gate
 from service.errors import api_error, responses
@@ -29,7 +30,8 @@ from service.validation import (Limits, PixelBudget, PairError, ValidPair, check
                                 validate_fields)
 
 log = logging.getLogger("modx.api")
-router = APIRouter(prefix="/v1/pairs", tags=["pairs"])
+router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")],
+                   responses=AUTH_RESPONSES)
 WRITE_ERRORS = responses(400, 401, 403, 413, 415, 422, 429, 503)
 FORM_TEXT_FIELDS = ("text", "id", "metadata")
 

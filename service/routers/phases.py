@@ -1,4 +1,4 @@
-"""Phases: list them; seal the open one now.
+"""Phases: list them (read); seal the open one now (admin).
 
 The consumer owns the phase buffer, so a seal is a request: a marker put in the topic
 after every pair acknowledged so far (service.ingest.produce_seal), which the consumer
@@ -13,16 +13,17 @@ import math
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
+from service.auth import AUTH_RESPONSES, require
 from service.deps import get_ingestor, get_registry, get_settings
 from service.errors import api_error
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/phases", tags=["phases"])
+router = APIRouter(prefix="/v1/phases", tags=["phases"], responses=AUTH_RESPONSES)
 
 
-@router.get("")
+@router.get("", dependencies=[require("read")])
 def list_phases(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings)) -> dict:
     """Every phase: status open / sealed / training / trained / retry / failed, counts and times."""
     registry.ensure(settings.data_dir)
@@ -33,6 +34,7 @@ def list_phases(registry: Registry = Depends(get_registry), settings: Settings =
 
 @router.post(
     "/seal",
+    dependencies=[require("admin")],
     responses={
         202: {"description": "requested; the consumer has not answered yet"},
         409: {"description": "the open phase is empty: every pair acknowledged before the request is sealed"},

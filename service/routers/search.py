@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexer.encoders import SnapshotEncoders
 from service import metrics
+from service.auth import AUTH_RESPONSES, require
 from service.deps import get_limits, get_serving
 from service.errors import api_error, responses
 from service.serving import ServingState
 from service.validation import Limits, PairError, PixelBudget, check_image, check_json_values, decode_base64
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 
 
 class SearchRequest(BaseModel):

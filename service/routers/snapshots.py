@@ -7,12 +7,13 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 
 from trainer.atomic import read_json
+from service.auth import AUTH_RESPONSES, require
 from service.deps import get_registry, get_settings
 from service.registry import Registry
 from service.settings import Settings
 from service.training import DRIFT_FILE, RECALL_FILE, snapshot_dir
 
-router = APIRouter(tags=["snapshots"])
+router = APIRouter(tags=["snapshots"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 
 
 def get_data_dir(settings: Settings = Depends(get_settings)) -> Path:

@@ -6,13 +6,11 @@ or while the data directory is short of free space."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.backpressure import KafkaLag
 from service.ingest import make_producer, produce_batch
 from service.validation import Limits, validate_pair
-from tests.helpers import ConsumerProcess, make_png, pair_json, read_topic, wait_for
+from tests.helpers import ConsumerProcess, api_client, make_png, pair_json, read_topic, wait_for
 
 
 def pairs(prefix: str, n: int) -> list[dict]:
@@ -46,7 +44,7 @@ def test_lag_is_exact_where_list_offsets_is_not(settings):
 def test_lagging_consumer_pauses_writes_until_it_catches_up(settings, tmp_path):
     s = settings.model_copy(update={"max_consumer_lag": 5, "lag_cache_s": 0})
     log = tmp_path / "consumer.log"
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         assert client.post("/v1/pairs", json={"pairs": pairs("a", 6)}).status_code == 202  # lag was 0
         detail = refused_429(client.post("/v1/pairs", json={"pairs": pairs("b", 1)}), "consumer_lagging")
         assert detail["lag"] == 6 and "max_consumer_lag" in detail["message"]
@@ -69,7 +67,7 @@ def test_lagging_consumer_pauses_writes_until_it_catches_up(settings, tmp_path):
 
 def test_lag_is_cached(settings):
     s = settings.model_copy(update={"max_consumer_lag": 5, "lag_cache_s": 3600})
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         assert client.post("/v1/pairs", json={"pairs": pairs("a", 6)}).status_code == 202
         assert client.post("/v1/pairs", json={"pairs": pairs("b", 1)}).status_code == 202  # lag 0, cached
 
@@ -77,7 +75,7 @@ def test_lag_is_cached(settings):
 @pytest.mark.parametrize("route", ["/v1/pairs", "/v1/pairs/upload"])
 def test_low_disk_pauses_writes(settings, route):
     s = settings.model_copy(update={"min_free_bytes": 1 << 62})
-    with TestClient(create_app(s)) as client:
+    with api_client(s) as client:
         if route == "/v1/pairs":
             resp = client.post(route, json={"pairs": pairs("a", 1)})
         else:
@@ -91,6 +89,6 @@ def test_low_disk_pauses_writes(settings, route):
 def test_kafka_down_does_not_pause_writes_for_lag(settings):
     down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "produce_timeout_s": 2.0,
                                        "max_consumer_lag": 0})
-    with TestClient(create_app(down)) as client:
+    with api_client(down) as client:
         resp = client.post("/v1/pairs", json={"pairs": pairs("a", 1)})
     assert resp.status_code == 503 and resp.json()["detail"]["error"] == "kafka_unavailable"

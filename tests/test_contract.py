@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
-from tests.helpers import make_image, make_png, pair_json, read_topic
+from tests.helpers import api_client, make_image, make_png, pair_json, read_topic
 
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as c:
+    with api_client(settings) as c:
         yield c
 
 
@@ -141,7 +139,7 @@ def test_images_cut_short_are_refused(client, settings, fmt, cut):
 
 def test_pixels_decoded_per_request_are_bounded(settings):
     budget = settings.model_copy(update={"max_request_pixels": 3 * 64 * 64})
-    with TestClient(create_app(budget)) as client:
+    with api_client(budget) as client:
         pairs = [pair_json(f"px{i}", image=make_png((64, 64), color=(i, 0, 0))) for i in range(4)]
         detail = refused(client.post("/v1/pairs", json={"pairs": pairs}), 413, "too_many_pixels_in_request", "image")
         assert detail["item"] == 3 and "max_request_pixels" in detail["message"]

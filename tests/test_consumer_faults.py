@@ -7,15 +7,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from bench import loopfs
 from service import buffer, consumer
-from service.app import create_app
 from service.registry import Registry
-from tests.helpers import pair_json, wait_for
+from tests.helpers import api_client, pair_json, wait_for
 
 pytestmark = pytest.mark.skipif(loopfs.available() is not None, reason=str(loopfs.available()))
 
@@ -41,7 +39,7 @@ def test_consumer_survives_a_disk_fault(settings, tmp_path, fault):
         thread.start()
         registry = Registry.from_url(s.redis_url)
         try:
-            with TestClient(create_app(s)) as client:
+            with api_client(s) as client:
                 post = lambda ids: client.post("/v1/pairs", json={"pairs": [pair_json(i) for i in ids]})  # noqa: E731
                 assert post([f"a{i}" for i in range(20)]).status_code == 202
                 wait_for(lambda: len(written(s)) == 20, message="the first pairs written")

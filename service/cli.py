@@ -11,9 +11,11 @@ from typing import Optional
 
 import typer
 
+from service import keys_cli
 from service.client import DEFAULT_URL, ApiKeyOption, UrlOption
 
 app = typer.Typer(help="modx: streaming continual CLIP training with Mod-X", no_args_is_help=True)
+app.add_typer(keys_cli.app, name="keys")
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -68,9 +68,20 @@ def _die_with_parent() -> None:
 
 
 def start_process(argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
+    """Start `argv` with its output appended to `log_path`; when the log cannot be opened
+    (a read-only or full data disk) the output goes to this process's stderr instead."""
+    try:
+        out = open(log_path, "ab")
+    except OSError as e:
+        log.warning("cannot open %s (%s); logging to stderr instead", log_path, e)
+        out = None
+    try:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    finally:
+        if out is not None:
+            out.close()
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:

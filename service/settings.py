@@ -19,6 +19,7 @@ class Settings(BaseSettings):
 
     # where things live
     data_dir: Path = Path("data")
+    log_dir: Path | None = Field(None, description="where modx up puts the roles' logs (default <data_dir>/logs)")
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
 

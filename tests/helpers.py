@@ -190,3 +190,10 @@ def api_client(settings: Settings, scope: str = "admin", key: str | None = None,
     key = key or make_key(settings, scope)
     with TestClient(app or create_app(settings), headers=bearer(key)) as client:
         yield client
+
+
+def good_value(pair_id: str) -> bytes:
+    """The Kafka value of a valid pair, as the API produces it."""
+    from service.ingest import encode_value
+
+    return encode_value(validate_pair(pair_json(pair_id), Limits()))

@@ -24,10 +24,12 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
          503: "unavailable"}
 WHEN = {
-    400: "the body cannot be parsed (invalid UTF-8 or JSON, nesting too deep, an integer too long)",
-    401: "no API key, or an unknown or revoked one (missing_key, unknown_key)", 403: "the key lacks the route's scope (insufficient_scope)", 404: "not found",
+    400: "the body cannot be parsed (invalid UTF-8, JSON or multipart, nesting too deep, an integer too long)",
+    401: "no API key, or an unknown or revoked one (missing_key, unknown_key)",
+    403: "the key lacks the route's scope (insufficient_scope)", 404: "not found",
     409: "a conflict with what exists (a key name taken, nothing to seal)",
-    413: "a size limit is exceeded (the error names it)", 415: "an image that is not PNG, JPEG or WebP",
+    413: "a size limit is exceeded (the error names it)",
+    415: "an image that is not PNG, JPEG or WebP, or a body of the wrong Content-Type",
     422: "the request is well-formed JSON but invalid (the error names the field)",
     429: "slow down: over the key's rate, or writes paused (consumer lag, low disk); see Retry-After",
     503: "a dependency is not available yet (Kafka, the index)",
@@ -78,7 +80,8 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if isinstance(exc.detail, dict) and "error" in exc.detail:
         detail = exc.detail
     elif exc.status_code == 400:
-        detail = {"error": "invalid_json", "message": _unparseable(exc.__cause__)}
+        form = request.headers.get("content-type", "").startswith("multipart/")
+        detail = {"error": "invalid_multipart" if form else "invalid_json", "message": _unparseable(exc.__cause__)}
     else:
         detail = {"error": CODES.get(exc.status_code, f"http_{exc.status_code}"), "message": str(exc.detail)}
         if exc.status_code == 404:
@@ -101,7 +104,8 @@ def _request_validation_error(request: Request, exc: RequestValidationError) -> 
         return JSONResponse({"detail": detail}, status_code=400)
     loc = [shown(p) if isinstance(p, str) else p for p in first.get("loc", ()) if p != "body"]
     where = ".".join(map(str, loc)) or "request"
-    detail = {"error": "invalid_request", "message": f"{where}: {first.get('msg', 'invalid')}"}
+    code = "invalid_unicode" if first.get("type") == "string_unicode" else "invalid_request"
+    detail = {"error": code, "message": f"{where}: {first.get('msg', 'invalid')}"}
     if len(loc) >= 2 and loc[0] == "pairs" and isinstance(loc[1], int):
         detail["item"] = loc[1]
         if len(loc) >= 3:
@@ -111,7 +115,7 @@ def _request_validation_error(request: Request, exc: RequestValidationError) -> 
     detail["errors"] = [{"loc": [shown(p) if isinstance(p, str) else p for p in e.get("loc", ())],
                          "msg": e.get("msg"), "type": e.get("type")} for e in errors[:10]]
     if request.url.path.startswith("/v1/pairs"):
-        metrics.INGEST_REJECTED.labels("invalid_request").inc()
+        metrics.INGEST_REJECTED.labels(code).inc()
     return JSONResponse({"detail": detail}, status_code=422)
 
 

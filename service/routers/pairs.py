@@ -22,7 +22,7 @@ from redis import RedisError
 from service import metrics
 from service.auth import AUTH_RESPONSES, require
 from service.backpressure import WriteGate
-from service.deps import get_ingestor, get_limits, get_registry, get_write_gate
+from service.deps import form_body, get_ingestor, get_limits, get_registry, get_write_gate, json_body
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
@@ -119,7 +119,8 @@ def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate
     return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS,
+             dependencies=[Depends(json_body)])
 def post_pairs(body: PairsIn, limits: Limits = Depends(get_limits), registry: Registry = Depends(get_registry),
                ingestor: Ingestor = Depends(get_ingestor), gate: WriteGate = Depends(get_write_gate)) -> AcceptedOut:
     """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`."""
@@ -151,4 +152,4 @@ def upload_pair(request: Request, image: UploadFile = File(description="PNG, JPE
 
 
 router.add_api_route("/upload", upload_pair, methods=["POST"], status_code=202, response_model=AcceptedOut,
-                     responses=WRITE_ERRORS, route_class_override=RawBodyRoute)
+                     responses=WRITE_ERRORS, route_class_override=RawBodyRoute, dependencies=[Depends(form_body)])

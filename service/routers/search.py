@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from indexer.encoders import SnapshotEncoders
 from service import metrics
 from service.auth import AUTH_RESPONSES, require
-from service.deps import get_limits, get_serving
+from service.deps import get_limits, get_serving, json_body
 from service.errors import api_error, responses
 from service.serving import ServingState
 from service.validation import Limits, PairError, PixelBudget, check_image, check_json_values, decode_base64
@@ -77,7 +77,8 @@ def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | 
     return encoders.image([image])
 
 
-@router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 403, 413, 415, 422, 429, 503))
+@router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
+             dependencies=[Depends(json_body)])
 def search(req: SearchRequest, state: ServingState = Depends(get_serving), limits: Limits = Depends(get_limits)):
     t0 = time.perf_counter()
     image = check_query(req, limits)  # validate before readiness: a malformed query is 4xx, never 503

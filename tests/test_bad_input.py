@@ -1,0 +1,61 @@
+"""Every malformed request of the corpus (tests/bad_requests.py) against one real app, Kafka
+(Tansu) and Redis: each gets its status and named error code in the project's error body,
+and the topic stays empty (checked after each case by the Fetch high watermark)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.backpressure import KafkaLag
+from service.ingest import ensure_topics
+from service.settings import Settings
+from tests.bad_requests import CASES, LIMITS, PNG
+from tests.helpers import b64
+
+assert len(CASES) >= 120 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.fixture(scope="module")
+def corpus_settings(tmp_path_factory, kafka, redis_server) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(data_dir=tmp_path_factory.mktemp("corpus"), kafka_bootstrap=kafka, redis_url=redis_server,
+                 topic=f"corpus-{tag}", dlq_topic=f"corpus-{tag}.dlq", consumer_group=f"corpus-{tag}", **LIMITS)
+    ensure_topics(kafka, [s.topic, s.dlq_topic])
+    return s
+
+
+@pytest.fixture(scope="module")
+def client(corpus_settings):
+    with TestClient(create_app(corpus_settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def produced(corpus_settings):
+    """Messages in the corpus topic so far (no group ever commits there: the lag is the count)."""
+    lag = KafkaLag(corpus_settings)
+    yield lag.measure
+    lag.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_request(client, produced, case):
+    resp = client.request(case.method, case.path, **case.request())
+    assert resp.status_code == case.status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    detail = resp.json()["detail"]
+    assert detail["error"] == case.error and isinstance(detail["message"], str) and detail["message"], detail
+    if case.field is not None:
+        assert detail["field"] == case.field, detail
+    assert produced() == 0
+
+
+def test_the_produced_check_sees_a_good_request(client, produced):
+    """Run last in this module: the check above is able to fail."""
+    resp = client.post("/v1/pairs", json={"pairs": [{"id": "good", "text": "a red square", "image": b64(PNG)}]})
+    assert resp.status_code == 202, resp.text
+    assert produced() == 1

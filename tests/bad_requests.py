@@ -1,7 +1,7 @@
 """The corpus of malformed requests that tests/test_bad_input.py sends: one `Case` a line,
 over every route, each with the status and the error code it must get.
 
-A case's body is `json` (sent as application/json; lone surrogates escaped as JSON does),
+Every case sends an admin key unless its `key` says otherwise. A case's body is `json` (sent as application/json; lone surrogates escaped as JSON does),
 `raw` (bytes as is, with `content_type`), or `files`/`form` (multipart). The app under test
 runs with the small limits in `LIMITS`, so size cases stay small.
 """
@@ -35,6 +35,7 @@ class Case:
     form: dict | None = None
     field: str | None = None
     headers: dict = dataclasses.field(default_factory=dict)
+    key: str = "admin"  # the scope of the key sent; "unknown": a made-up key; "basic": not a Bearer header
 
     def request(self) -> dict:
         """Keyword arguments for TestClient.request."""
@@ -106,6 +107,26 @@ def raw(name, path, data: bytes, status, error, content_type="application/json")
 
 def route(method, path, status, error) -> Case:
     return Case(f"{method}_{path}", method, path, status, error, content_type=None)
+
+
+def auth(key: str, method: str, path: str, status: int, error: str, **kw) -> Case:
+    return Case(f"{key}_key_{method}_{path}", method, path, status, error, key=key, **kw)
+
+
+ROUTES = [("POST", "/v1/pairs"), ("POST", "/v1/pairs/upload"), ("POST", "/v1/search"), ("GET", "/v1/images/x"),
+          ("GET", "/v1/phases"), ("POST", "/v1/phases/seal"), ("GET", "/v1/snapshots"), ("GET", "/v1/recall"),
+          ("GET", "/v1/drift"), ("GET", "/metrics"), ("GET", "/v1/keys"), ("POST", "/v1/keys"),
+          ("DELETE", "/v1/keys/x")]
+NEEDS = {("POST", "/v1/pairs"): "write", ("POST", "/v1/pairs/upload"): "write", ("POST", "/v1/phases/seal"): "admin",
+         ("GET", "/metrics"): "admin", ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
+         ("DELETE", "/v1/keys/x"): "admin"}
+AUTH_CASES = [
+    *[auth("unknown", m, p, 401, "unknown_key", content_type=None) for m, p in ROUTES],
+    *[auth("basic", m, p, 401, "missing_key", content_type=None) for m, p in ROUTES[:3]],
+    *[auth("read", m, p, 403, "insufficient_scope", content_type=None) for m, p in ROUTES if (m, p) in NEEDS],
+    *[auth("write", m, p, 403, "insufficient_scope", content_type=None) for m, p in ROUTES
+      if NEEDS.get((m, p)) == "admin"],
+]
 
 
 DEEP = b"[" * 5000 + b"]" * 5000
@@ -315,4 +336,20 @@ CASES: list[Case] = [
     route("GET", "/v1/nowhere", 404, "not_found"),
     route("POST", "/v2/pairs", 404, "not_found"),
     route("GET", "/v1/phases/1/secret", 404, "not_found"),
+    route("PUT", "/v1/keys", 405, "method_not_allowed"),
+    # -- /v1/keys
+    Case("keys_create_no_scope", "POST", "/v1/keys", 422, "invalid_request", json={}, field="scope"),
+    Case("keys_create_bad_scope", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "root"}, field="scope"),
+    Case("keys_create_scope_number", "POST", "/v1/keys", 422, "invalid_request", json={"scope": 1}, field="scope"),
+    Case("keys_create_rate_zero", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "rate": 0},
+         field="rate"),
+    Case("keys_create_rate_string", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "rate": "5"},
+         field="rate"),
+    Case("keys_create_extra", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "admin": True},
+         field="admin"),
+    raw("keys_create_invalid_utf8", "/v1/keys", b'{"scope": "r\xe9ad"}', 400,
+        "invalid_json"),
+    raw("keys_create_text_plain", "/v1/keys", b'{"scope": "read"}', 415, "unsupported_content_type", "text/plain"),
+    Case("keys_revoke_unknown", "DELETE", "/v1/keys/no-such-key", 404, "not_found", content_type=None),
+    *AUTH_CASES,
 ]

@@ -14,7 +14,7 @@ from service.backpressure import KafkaLag
 from service.ingest import ensure_topics
 from service.settings import Settings
 from tests.bad_requests import CASES, LIMITS, PNG
-from tests.helpers import b64
+from tests.helpers import b64, bearer, make_key
 
 assert len(CASES) >= 120 and len({c.name for c in CASES}) == len(CASES)
 
@@ -35,6 +35,13 @@ def client(corpus_settings):
 
 
 @pytest.fixture(scope="module")
+def keys(corpus_settings) -> dict[str, dict]:
+    """The Authorization header each case's `key` names."""
+    out = {scope: bearer(make_key(corpus_settings, scope)) for scope in ("read", "write", "admin")}
+    return {**out, "unknown": bearer("modx_" + "0" * 43), "basic": {"Authorization": "Basic YWRtaW46YWRtaW4="}}
+
+
+@pytest.fixture(scope="module")
 def produced(corpus_settings):
     """Messages in the corpus topic so far (no group ever commits there: the lag is the count)."""
     lag = KafkaLag(corpus_settings)
@@ -43,8 +50,10 @@ def produced(corpus_settings):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_request(client, produced, case):
-    resp = client.request(case.method, case.path, **case.request())
+def test_bad_request(client, keys, produced, case):
+    request = case.request()
+    request["headers"] = {**keys[case.key], **request["headers"]}
+    resp = client.request(case.method, case.path, **request)
     assert resp.status_code == case.status, resp.text
     assert resp.headers["content-type"] == "application/json"
     detail = resp.json()["detail"]
@@ -54,8 +63,9 @@ def test_bad_request(client, produced, case):
     assert produced() == 0
 
 
-def test_the_produced_check_sees_a_good_request(client, produced):
+def test_the_produced_check_sees_a_good_request(client, keys, produced):
     """Run last in this module: the check above is able to fail."""
-    resp = client.post("/v1/pairs", json={"pairs": [{"id": "good", "text": "a red square", "image": b64(PNG)}]})
+    resp = client.post("/v1/pairs", json={"pairs": [{"id": "good", "text": "a red square", "image": b64(PNG)}]},
+                       headers=keys["write"])
     assert resp.status_code == 202, resp.text
     assert produced() == 1

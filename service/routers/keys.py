@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import AUTH_RESPONSES, Auth, require
+from service.deps import json_body
 from service.errors import api_error, responses
 from service.keys import KeyProblem
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[require("admi
 
 
 class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     scope: Literal["read", "write", "admin"]
     name: str | None = Field(None, description="1-64 of A-Z a-z 0-9 . _ - ; default <scope>-<n>")
@@ -43,8 +44,8 @@ def _auth(request: Request) -> Auth:
     return request.app.state.auth
 
 
-@router.post("", status_code=201, response_model=NewKey,
-             responses=responses(409, 422))
+@router.post("", status_code=201, response_model=NewKey, responses=responses(400, 409, 415, 422),
+             dependencies=[Depends(json_body)])
 def create_key(body: KeyIn, request: Request) -> NewKey:
     try:
         key, secret = _auth(request).store.create(body.scope, body.name, body.rate)

@@ -87,6 +87,37 @@ def simulate(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def pretrain(
+    out: Path = typer.Option(..., help="the checkpoint directory to write (open_clip local-dir, MODX_PRETRAINED)"),
+    preset: str = typer.Option("cpu", help="cpu (~30 min on 2 cores) | gpu; the options below override it"),
+    model: Optional[str] = typer.Option(None, help="open_clip model config (cpu: modx-small, gpu: modx-base)"),
+    sets: Optional[str] = typer.Option(None, help="comma-separated @iconify-json sets (default: every pretraining set)"),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    max_per_set: Optional[int] = typer.Option(None, help="icons per set at most (default: all)"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda"),
+    seed: int = typer.Option(0),
+    cache_dir: Optional[Path] = typer.Option(None, help="npm cache (default ~/.cache/modx/npm)"),
+    work_dir: Optional[Path] = typer.Option(None, help="step checkpoints (default: .<out>.pretrain beside out)"),
+    verbose: bool = typer.Option(False),
+):
+    """Pretrain CLIP_0 on the Iconify icon corpus; a cut-short run resumes when rerun."""
+    from trainer.pretrain import run_preset
+
+    setup_logging(verbose)
+    chosen = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_per_set": max_per_set,
+              "device": device, "seed": seed, "sets": sets.split(",") if sets else None, "cache_dir": cache_dir}
+    try:
+        path, summary = run_preset(out, preset, work_dir=work_dir, **{k: v for k, v in chosen.items() if v is not None})
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"modx pretrain: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary)
+    typer.echo(f"wrote {path}\nstart the service from it: modx up --pretrained {path}")
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,13 +171,39 @@ def indexer(verbose: bool = typer.Option(False)):
 def up(
     port: int = typer.Option(8000, help="API port"),
     data_dir: Optional[Path] = typer.Option(None, help="default: MODX_DATA_DIR or ./data"),
+    pretrained: Optional[Path] = typer.Option(None, help="CLIP_0's weights: a `modx pretrain` output, a snapshot "
+                                              "or a weights file (sets MODX_PRETRAINED)"),
+    model: Optional[str] = typer.Option(None, help="open_clip model config (sets MODX_MODEL; default: the "
+                                        "pretrained checkpoint's, else modx-tiny)"),
     verbose: bool = typer.Option(False),
 ):
     """Embedded stack: Tansu broker + private redis-server (unless MODX_REDIS_URL) + API + workers."""
     from service.stack import run_stack
 
     setup_logging(verbose)
+    _choose_model(pretrained, model)
     run_stack(port=port, data_dir=data_dir, stop=_stop_on_signals(), verbose=verbose)
+
+
+def _choose_model(pretrained: Path | None, model: str | None) -> None:
+    """Put --pretrained / --model into MODX_PRETRAINED / MODX_MODEL for the roles, checked now."""
+    import os
+
+    from service.settings import Settings
+    from trainer.model import model_name_of, pretrained_weights
+
+    if pretrained is not None:
+        os.environ["MODX_PRETRAINED"] = str(pretrained.resolve())
+        model = model or model_name_of(pretrained)
+    if model is not None:
+        os.environ["MODX_MODEL"] = model
+    settings = Settings()
+    if settings.pretrained:
+        try:
+            pretrained_weights(settings.model, settings.pretrained)
+        except (OSError, ValueError, KeyError) as exc:
+            typer.echo(f"modx up: {exc}", err=True)
+            raise typer.Exit(2) from exc
 
 
 @app.command()

@@ -7,7 +7,6 @@ live in one registry, so `open_clip.get_tokenizer(name)` gives the matching cont
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import open_clip
@@ -17,6 +16,8 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
 LOGIT_SCALE_MAX = 4.6052  # ln(100), open_clip's clamp
+WEIGHTS = "model.safetensors"
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # beside the weights: what open_clip's "local-dir:" reads
 
 
 def model_config(name: str) -> dict:
@@ -26,22 +27,44 @@ def model_config(name: str) -> dict:
     return cfg
 
 
-def register_config(name: str, cfg: dict) -> None:
-    """Register a config (e.g. read back from a snapshot) the way open_clip expects."""
-    if open_clip.get_model_config(name) == cfg:
-        return
-    path = Path(tempfile.mkdtemp(prefix="modx-cfg-")) / f"{name}.json"
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(path)
+def pretrained_weights(name: str, pretrained: str | Path) -> Path:
+    """The weights file of a local checkpoint for model `name`.
+
+    `pretrained` is a weights file, or a directory holding open_clip_config.json and
+    model.safetensors (a snapshot, or what `modx pretrain` writes); a directory's model_cfg
+    must be `name`'s (ValueError naming the matching config otherwise). Nothing is fetched.
+    """
+    path = Path(pretrained)
+    if path.is_dir():
+        cfg_path, weights = path / OPEN_CLIP_CONFIG, path / WEIGHTS
+        if not cfg_path.is_file() or not weights.is_file():
+            raise FileNotFoundError(f"pretrained directory {path} needs {OPEN_CLIP_CONFIG} and {WEIGHTS}")
+        if json.loads(cfg_path.read_text()).get("model_cfg") != model_config(name):
+            same = model_name_of(path)
+            hint = f"it is {same!r}: set the model to that" if same else "its config matches no known model"
+            raise ValueError(f"pretrained checkpoint {path} is not a {name!r} model ({hint})")
+        return weights
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint {pretrained} is not a local file or directory "
+                                "(nothing is fetched from a hub)")
+    return path
+
+
+def model_name_of(directory: str | Path) -> str | None:
+    """The registered model config that a checkpoint directory's open_clip_config.json holds."""
+    path = Path(directory) / OPEN_CLIP_CONFIG
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text()).get("model_cfg")
+    return next((n for n in open_clip.list_models() if open_clip.get_model_config(n) == cfg), None)
 
 
 def create_model(name: str, pretrained: str | Path | None = None, device: str | torch.device = "cpu"):
-    """Return (model, preprocess, tokenizer). `pretrained` must be a local checkpoint file."""
+    """Return (model, preprocess, tokenizer); `pretrained`: see `pretrained_weights`."""
     model_config(name)
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained checkpoint {pretrained} is not a local file (nothing is fetched from a hub)")
+    weights = pretrained_weights(name, pretrained) if pretrained is not None else None
     model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=str(pretrained) if pretrained else None, device=device
+        name, pretrained=str(weights) if weights else None, device=device
     )
     return model, preprocess, open_clip.get_tokenizer(name)
 

@@ -2,11 +2,14 @@
 
     v000003/
       model.safetensors     weights of the uncompiled module
+      open_clip_config.json {"model_cfg", "preprocess_cfg"}: what open_clip's "local-dir:" reads
       snapshot.json         model config, version, parent, phase, method, hparams, created
       fisher.safetensors    (EWC only) the accumulated diagonal Fisher
       trained.json          ids of the pairs the phase trained on: {"pairs", "replayed"}
 
-Loading never unpickles: weights come from safetensors, the record from JSON.
+Loading never unpickles: weights come from safetensors, the record from JSON. Any snapshot
+opens with plain open_clip, no modx code:
+`open_clip.create_model_and_transforms("local-dir:" + path)` and `open_clip.get_tokenizer(...)`.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
 from trainer.atomic import publish_dir, temp_dir
-from trainer.model import create_model, model_config, register_config
+from trainer.model import OPEN_CLIP_CONFIG, WEIGHTS, create_model, model_config
 
-WEIGHTS = "model.safetensors"
 RECORD = "snapshot.json"
 FISHER = "fisher.safetensors"
 TRAINED = "trained.json"
@@ -61,6 +64,7 @@ def save_snapshot(
     tmp = temp_dir(directory)
     try:
         save_file(_cpu_tensors(unwrap(model).state_dict()), tmp / WEIGHTS)
+        (tmp / OPEN_CLIP_CONFIG).write_text(json.dumps(open_clip_config(unwrap(model), model_name), indent=1))
         if fisher is not None:
             save_file(_cpu_tensors(fisher), tmp / FISHER)
         record = {
@@ -84,15 +88,32 @@ def save_snapshot(
         raise
 
 
+def open_clip_config(model: torch.nn.Module, model_name: str) -> dict:
+    """The `open_clip_config.json` of a snapshot: the model config and its preprocessing."""
+    preprocess = open_clip.get_model_preprocess_cfg(model)
+    return {"model_cfg": model_config(model_name), "preprocess_cfg": json.loads(json.dumps(preprocess))}
+
+
 def read_record(directory: Path) -> dict:
     return json.loads((Path(directory) / RECORD).read_text())
 
 
 def load_snapshot(directory: Path, device: str | torch.device = "cpu"):
-    """Return (model, preprocess, tokenizer, record) for a snapshot directory."""
+    """Return (model, preprocess, tokenizer, record) for a snapshot directory.
+
+    The model comes from the directory's own open_clip_config.json ("local-dir:"); a snapshot
+    written before that file existed is built from its model name, whose registered config
+    must still be the one it recorded.
+    """
     directory = Path(directory)
     record = read_record(directory)
-    register_config(record["model"], record["model_config"])
+    if (directory / OPEN_CLIP_CONFIG).is_file():
+        source = f"local-dir:{directory.resolve()}"
+        model, _, preprocess = open_clip.create_model_and_transforms(source, device=device)
+        return model, preprocess, open_clip.get_tokenizer(source), record
+    if open_clip.get_model_config(record["model"]) != record["model_config"]:
+        raise ValueError(f"{directory} has no {OPEN_CLIP_CONFIG} and its model config differs from the "
+                         f"registered {record['model']!r}; it cannot be loaded")
     model, preprocess, tokenizer = create_model(record["model"], pretrained=directory / WEIGHTS, device=device)
     return model, preprocess, tokenizer, record
 

@@ -12,4 +12,8 @@ def get_dataset(name: str, **kwargs):
         from trainer.datasets.emoji import emoji_stream
 
         return emoji_stream(**kwargs)
-    raise ValueError(f"unknown dataset {name!r}; known: synthetic, emoji")
+    if name == "icons":
+        from trainer.datasets.icons import IconDataset
+
+        return IconDataset(**kwargs)
+    raise ValueError(f"unknown dataset {name!r}; known: synthetic, emoji, icons")

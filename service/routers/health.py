@@ -39,7 +39,14 @@ def _faults(registry: Registry) -> dict[str, str]:
         return {}
 
 
-@router.get("/readyz")
+READY = {"type": "object", "required": ["status", "checks"],
+         "properties": {"status": {"type": "string"}, "checks": {"type": "object"}}}
+
+
+@router.get("/readyz", responses={
+    200: {"description": "ready", "content": {"application/json": {"schema": READY}}},
+    503: {"description": "not ready: `failed` names what is missing", "content": {"application/json": {"schema": READY}}},
+})
 def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depends(get_registry),
            serving: ServingState = Depends(get_serving)):  # fmt: skip
     """200 only when Kafka and Redis answer and a snapshot and an index are loaded; `faults`
@@ -60,7 +67,9 @@ def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depe
     return JSONResponse(body, status_code=503 if failed else 200)
 
 
-@router.get("/metrics", dependencies=[require("admin")], responses=AUTH_RESPONSES)
+@router.get("/metrics", dependencies=[require("admin")], response_class=Response, responses={
+    200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **AUTH_RESPONSES})
 def prometheus(request: Request, registry: Registry = Depends(get_registry)) -> Response:
     """This process's metrics plus the counters other modx processes keep in Redis."""
     shared = getattr(request.app.state, "shared_metrics", None)

@@ -1,7 +1,8 @@
 """The corpus of malformed requests that tests/test_bad_input.py sends: one `Case` a line,
 over every route, each with the status and the error code it must get.
 
-Every case sends an admin key unless its `key` says otherwise. A case's body is `json` (sent as application/json; lone surrogates escaped as JSON does),
+Every case sends an admin key unless its `key` says otherwise. A case's body is `json`
+(sent as application/json; lone surrogates escaped as JSON does),
 `raw` (bytes as is, with `content_type`), or `files`/`form` (multipart). The app under test
 runs with the small limits in `LIMITS`, so size cases stay small.
 """

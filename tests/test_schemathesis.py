@@ -1,6 +1,7 @@
 """Property-based tests of the whole API from its own OpenAPI document (schemathesis), run
 in-process against the real app, Kafka (Tansu) and Redis with an admin key: no answer is a
-server error (an index is served, so no 503 is expected), and every status, content type, header and body is one the document declares.
+server error (an index is served, so no 503 is expected), and every status, content type,
+header and body is one the document declares.
 
 The number of examples per operation is bounded (MAX_EXAMPLES) to keep the run short;
 `MODX_SCHEMATHESIS_EXAMPLES` raises it for a longer hunt.

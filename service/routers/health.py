@@ -45,7 +45,8 @@ READY = {"type": "object", "required": ["status", "checks"],
 
 @router.get("/readyz", responses={
     200: {"description": "ready", "content": {"application/json": {"schema": READY}}},
-    503: {"description": "not ready: `failed` names what is missing", "content": {"application/json": {"schema": READY}}},
+    503: {"description": "not ready: `failed` names what is missing",
+          "content": {"application/json": {"schema": READY}}},
 })
 def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depends(get_registry),
            serving: ServingState = Depends(get_serving)):  # fmt: skip

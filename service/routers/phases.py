@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from service.auth import AUTH_RESPONSES, require
 from service.deps import get_ingestor, get_registry, get_settings
-from service.errors import api_error
+from service.errors import ErrorBody, api_error
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
 from service.settings import Settings
@@ -37,9 +37,11 @@ def list_phases(registry: Registry = Depends(get_registry), settings: Settings =
     dependencies=[require("admin")],
     responses={
         202: {"description": "requested; the consumer has not answered yet"},
-        409: {"description": "the open phase is empty: every pair acknowledged before the request is sealed"},
-        429: {"description": "a seal was requested less than seal_min_interval_s ago (Retry-After)"},
-        503: {"description": "Kafka did not take the request"},
+        409: {"model": ErrorBody,
+              "description": "the open phase is empty: every pair acknowledged before the request is sealed"},
+        429: {"model": ErrorBody,
+              "description": "a seal was requested less than seal_min_interval_s ago (Retry-After)"},
+        503: {"model": ErrorBody, "description": "Kafka did not take the request"},
     },
 )
 def seal(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings),

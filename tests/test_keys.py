@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.keys import KEYS_FILE
+from service.keys import KEYS_FILE, KeyStore
 from tests.helpers import api_client, bearer, make_key, pair_json, read_topic
 
 ROUTES = [  # (method, path, scope needed)
@@ -187,3 +187,26 @@ def test_bad_key_requests_are_4xx(settings):
         missing = admin.delete("/v1/keys/nobody")
         assert missing.status_code == 404 and missing.json()["detail"]["error"] == "not_found"
     assert json.loads((settings.data_dir / KEYS_FILE).read_text())["keys"].keys() >= {"twice"}
+
+
+def test_last_used_is_batched_not_written_per_request(settings):
+    secret = make_key(settings, "read", name="busy")
+    path = settings.data_dir / KEYS_FILE
+    before = path.stat().st_mtime_ns, path.read_text()
+    with TestClient(create_app(settings.model_copy(update={"key_sync_s": 3600}))) as client:
+        for _ in range(20):
+            assert client.get("/v1/phases", headers=bearer(secret)).status_code == 200
+        assert (path.stat().st_mtime_ns, path.read_text()) == before  # 20 requests, no disk write
+        client.app.state.auth.sync()  # what the key-sync thread does every key_sync_s
+        used = json.loads(path.read_text())["keys"]["busy"]["last_used"]
+        assert used is not None and time.time() - used < 60
+        assert json.loads(path.read_text())["version"] == json.loads(before[1])["version"]  # key set unchanged
+
+
+def test_a_key_file_changed_behind_redis_is_picked_up_by_the_sync(settings):
+    secret = make_key(settings, "read", name="restored-away")
+    with TestClient(create_app(settings.model_copy(update={"key_sync_s": 3600}))) as client:
+        assert client.get("/v1/phases", headers=bearer(secret)).status_code == 200
+        KeyStore(settings.data_dir, None).revoke("restored-away")  # keys.json changed, Redis not told
+        client.app.state.auth.sync()
+        assert client.get("/v1/phases", headers=bearer(secret)).status_code == 401

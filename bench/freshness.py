@@ -162,8 +162,8 @@ def run(args) -> dict:
     phase_pairs = [[replace(p, id=f"p{t}-{p.id}") for p in data.generate(d)] for t, d in enumerate(domains, start=1)]
     fresh = SyntheticDataset(n_domains=1, pairs_per_domain=args.fresh, seed=args.seed + 99).generate("basic")
     env = {
-        "MODX_MODEL": args.model, "MODX_DEVICE": args.device, "MODX_TRAIN_EPOCHS": str(args.epochs),
-        "MODX_TRAIN_BATCH_SIZE": str(args.batch_size), "MODX_PHASE_SIZE": str(10**9),
+        "MODX_MODEL": args.model, "MODX_DEVICE": args.device, "MODX_RECIPE__EPOCHS": str(args.epochs),
+        "MODX_RECIPE__BATCH_SIZE": str(args.batch_size), "MODX_PHASE_SIZE": str(10**9),
     }  # fmt: skip
     for name, value in (("INDEX_POLL_S", args.index_poll_s), ("WORKER_POLL_S", args.worker_poll_s),
                         ("CONSUMER_POLL_MS", args.consumer_poll_ms)):  # fmt: skip
@@ -254,8 +254,8 @@ def main(argv=None) -> dict:
     p.add_argument("--pairs", type=int, help="pairs per phase")
     p.add_argument("--fresh", type=int, help="single pairs timed for freshness")
     p.add_argument("--phases", type=int, help="phases sealed and timed (freshness runs after the first)")
-    p.add_argument("--epochs", type=int, help="MODX_TRAIN_EPOCHS")
-    p.add_argument("--batch-size", type=int, help="MODX_TRAIN_BATCH_SIZE")
+    p.add_argument("--epochs", type=int, help="MODX_RECIPE__EPOCHS")
+    p.add_argument("--batch-size", type=int, help="MODX_RECIPE__BATCH_SIZE")
     p.add_argument("--model", help="MODX_MODEL")
     p.add_argument("--device", help="MODX_DEVICE")
     p.add_argument("--timeout", type=float, help="seconds to wait for each phase")

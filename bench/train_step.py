@@ -1,4 +1,4 @@
-"""Training-step benchmark: plain contrastive vs Mod-X (live teacher) vs Mod-X (cached teacher).
+"""Training-step benchmark: plain contrastive vs Mod-X (live teacher, cached teacher, expert embeddings).
 
     python -m bench.train_step --model ViT-B-32 --batch 512 --device cuda --peak-tflops 780
     python -m bench.train_step --preset cpu            # tiny model, anyone can run it
@@ -6,7 +6,9 @@
 All variants run in one process on the same random batch through trainer.phase.phase_loss
 (the code that trains). Reports ms/step, samples/s, peak memory, and MFU = model FLOPs per
 step (counted by torch's FlopCounterMode on one step) / step time / the device's measured
-bf16 GEMM rate. Writes JSON with the machine and the command.
+bf16 GEMM rate. Writes JSON with the machine and the command. `modx-expert`: half the batch is
+replayed pairs from two source snapshots (stored embeddings, KL per source, feature term), the
+other half new pairs against the cached parent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ PRESETS = {
     "cpu": dict(model="modx-tiny", batch=64, steps=10, warmup=3, device="cpu"),
     "gpu": dict(model="ViT-B-32", batch=512, steps=30, warmup=10, device="cuda"),
 }
-VARIANTS = ("plain", "modx-live", "modx-cached")
+VARIANTS = ("plain", "modx-live", "modx-cached", "modx-expert")
 
 
 def sync(device: torch.device) -> None:
@@ -50,10 +52,14 @@ def run_variant(variant: str, args, images, tokens) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     student, _, _ = create_model(args.model, device=device)
-    cfg = TrainConfig(method="ct" if variant == "plain" else "modx", device=args.device, batch_size=args.batch)
+    cfg = TrainConfig(method="ct" if variant == "plain" else "modx", device=args.device, batch_size=args.batch,
+                      expert=variant == "modx-expert", beta=1.0 if variant == "modx-expert" else 0.0)
     teacher = freeze(copy.deepcopy(student)) if variant != "plain" else None
-    teacher_emb = None
-    if variant == "modx-cached":
+    teacher_emb, sources = None, None
+    if variant == "modx-expert":  # rows 0..B/2: new (parent, -1); then two source snapshots 1 and 2
+        quarter = args.batch // 4
+        sources = torch.tensor([-1] * (args.batch - 2 * quarter) + [1] * quarter + [2] * quarter, device=device)
+    if variant in ("modx-cached", "modx-expert"):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
                            F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
@@ -63,7 +69,7 @@ def run_variant(variant: str, args, images, tokens) -> dict:
     model = torch.compile(student) if args.compile else student
 
     def step():
-        loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb)
+        loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb, sources=sources)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import signal
@@ -34,48 +36,57 @@ def _parse_sweep(values: list[str]) -> dict[str, list]:
     return sweep
 
 
+def with_recipe_options(command):
+    """`command(..., recipe)` as a typer command with one option per TrainConfig field (its
+    default and help from trainer.config), so the CLI's defaults are the default recipe."""
+    from trainer.config import TrainConfig, recipe_fields
+
+    recipe = recipe_fields()
+    sig = inspect.signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "recipe"]
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                 default=typer.Option(default, help=help_, rich_help_panel="Recipe (trainer.config)"))
+               for name, kind, default, help_ in recipe]
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        return command(**{k: v for k, v in kw.items() if k in sig.parameters},
+                       recipe=TrainConfig(**{name: kw[name] for name, *_ in recipe}))
+
+    wrapper.__signature__ = sig.replace(parameters=own + options)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + options}
+    return wrapper
+
+
 @app.command()
+@with_recipe_options
 def simulate(
     dataset: str = typer.Option("synthetic", help="synthetic | emoji (npm packages, cached after the first run)"),
-    method: str = typer.Option("modx", help="ct | ewc | lwf | modx | joint"),
     phases: Optional[int] = typer.Option(None, help="number of domains (phase 0 included); default all"),
     out: Path = typer.Option(Path("result.json"), help="where to write the result JSON"),
     model: str = typer.Option("modx-tiny", help="open_clip model config name"),
     pretrained: Optional[str] = typer.Option(None, help="local checkpoint for CLIP_0's starting weights"),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
-    seed: int = typer.Option(0),
-    epochs: int = typer.Option(20, help="epochs per phase"),
     first_epochs: int = typer.Option(30, help="epochs for CLIP_0 on domain 0"),
+    first_lr: Optional[float] = typer.Option(None, help="CLIP_0's peak learning rate (default: --lr)"),
     joint_epochs: Optional[int] = typer.Option(None, help="epochs of joint training per phase (default: --epochs)"),
-    batch_size: int = typer.Option(64),
-    lr: float = typer.Option(5e-4),
-    alpha: float = typer.Option(20.0, help="Mod-X / LwF distillation weight"),
-    temperature: float = typer.Option(1.0, help="distillation temperature (1 = raw cosines, the paper)"),
-    kl_reduction: str = typer.Option("sum", help="sum (paper) | mean over rows"),
-    replay: float = typer.Option(0.0, help="older pairs mixed in per new pair"),
-    replay_policy: str = typer.Option("uniform", help="uniform | balanced | reservoir"),
-    merge: float = typer.Option(0.0, help="WiSE-FT weight of the parent after each phase"),
-    distill_on: str = typer.Option("all", help="all | replay: the distillation rows (lwf, modx)"),
     sweep: list[str] = typer.Option([], help="a grid axis, e.g. --sweep alpha=5,20 --sweep replay_fraction=0,0.5; "
                                     "every combination runs, the best on validation is chosen"),
     work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir); reruns reuse them"),
     verbose: bool = typer.Option(False),
+    recipe=None,
 ):
-    """Run the continual protocol offline and print the recall table (or a sweep's front)."""
-    from trainer.config import TrainConfig
+    """Run the continual protocol offline and print the recall table (or a sweep's front).
+
+    With no recipe option it runs the default recipe, the one the service's trainer runs."""
     from trainer.datasets import get_dataset
     from trainer.simulate import simulate as run, table
     from trainer.tune import sweep as run_sweep, sweep_table
 
     setup_logging(verbose)
-    cfg = TrainConfig(
-        method=method, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, temperature=temperature,
-        kl_reduction=kl_reduction, replay_fraction=replay, replay_policy=replay_policy, merge=merge,
-        distill_on=distill_on, device=device, seed=seed,
-    )  # fmt: skip
-    data = get_dataset(dataset, seed=seed) if dataset == "synthetic" else get_dataset(dataset)
-    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, joint_epochs=joint_epochs, work_dir=work_dir,
-              pretrained=pretrained)  # fmt: skip
+    cfg = recipe
+    data = get_dataset(dataset, seed=cfg.seed) if dataset == "synthetic" else get_dataset(dataset)
+    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, first_lr=first_lr, joint_epochs=joint_epochs,
+              work_dir=work_dir, pretrained=pretrained)
     if sweep:
         result = run_sweep(data, cfg, _parse_sweep(sweep), **kw)
         report = sweep_table(result) + "\n\nchosen recipe:\n" + table(result["results"][result["chosen"]])

@@ -9,13 +9,15 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer.config import TrainConfig
+
 MiB = 1024 * 1024
 
 
 class Settings(BaseSettings):
     """Every knob of the service; `MODX_<NAME>` in the environment overrides the default."""
 
-    model_config = SettingsConfigDict(env_prefix="MODX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MODX_", extra="ignore", env_nested_delimiter="__")
 
     # where things live
     data_dir: Path = Path("data")
@@ -72,28 +74,13 @@ class Settings(BaseSettings):
     # learning (used by the workers)
     model: str = "modx-tiny"
     pretrained: str | None = None
-    method: Literal["ct", "ewc", "lwf", "modx"] = "ct"
-    device: str = "cpu"
+    device: str = Field("cpu", description="where the trainer trains and the API embeds queries (the recipe's device)")
     reindex: Literal["full", "keep"] = Field("full", description="keep: never re-embed; search stays on the old index's snapshot")
-    seed: int = 0
-    compile: bool = Field(False, description="torch.compile the student (GPU hosts)")
-
-    # the training recipe of the trainer worker: the best one chosen on validation in the
-    # emoji-styles sweep (bench/results/emoji-cpu-sweep): as many older pairs replayed as new
-    # ones, balanced over the older phases, plain contrastive loss. Mod-X: MODX_METHOD=modx
-    # with MODX_ALPHA, MODX_TEMPERATURE, MODX_KL_REDUCTION, MODX_DISTILL_ON (see README).
-    train_epochs: int = Field(10, ge=1)
-    train_batch_size: int = Field(64, ge=2)
-    train_lr: float = Field(5e-4, gt=0)
-    train_warmup_steps: int = Field(10, ge=0)
-    alpha: float = Field(20.0, ge=0, description="Mod-X / LwF weight (the paper's form: 20)")
-    temperature: float = Field(1.0, gt=0, description="distillation temperature (1: raw cosines, the paper)")
-    kl_reduction: Literal["sum", "mean"] = "sum"
-    distill_on: Literal["all", "replay"] = "all"
-    replay_fraction: float = Field(1.0, ge=0, description="older pairs mixed in per new pair")
-    replay_policy: Literal["uniform", "balanced", "reservoir"] = "balanced"
-    replay_size: int = Field(2000, ge=1, description="reservoir capacity")
-    merge: float = Field(0.0, ge=0, le=1, description="WiSE-FT weight of the parent after each phase")
+    seed: int = Field(0, description="seed of CLIP_0 and of the recipe")
+    # the trainer worker's recipe: trainer.config.TrainConfig, whose defaults are the one default
+    # recipe (`modx simulate` runs the same one). One field per variable: MODX_RECIPE__METHOD=modx,
+    # MODX_RECIPE__ALPHA=5, MODX_RECIPE__REPLAY_FRACTION=1.0, ... (device and seed: MODX_DEVICE, MODX_SEED).
+    recipe: TrainConfig = Field(default_factory=TrainConfig, description="the training recipe (trainer.config)")
     guard_max_drop: float | None = Field(None, description="reject a snapshot whose mean old-probe R@1 drops more "
                                          "than this below the serving one's (negative: demand that gain); None: off")
     worker_poll_s: float = Field(1.0, gt=0)

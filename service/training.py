@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from trainer.atomic import write_json_atomic
+from trainer.atomic import read_json, write_json_atomic
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
+from trainer.experts import EXPERTS, embed_experts, load_experts, merge, save_experts
 from trainer.phase import train_phase
+from trainer.snapshot import TRAINED
 from trainer.simulate import initial_snapshot, r1
 
 from service.status import RECALL_FILE, snapshot_dir
@@ -59,6 +61,25 @@ def guard(new: dict, parent: dict, old_probes: Sequence[str], max_drop: float | 
     return "accepted", ""
 
 
+def stored_experts(data_dir: Path, before: int):
+    """The expert embeddings stored by the accepted snapshots older than `before`, newest winning."""
+    paths = [snapshot_dir(data_dir, v) / EXPERTS for v in range(before)]
+    return merge([load_experts(p) for p in paths if p.exists()])
+
+
+def store_experts(out: Path, pairs: Sequence[Pair], replay: Sequence[Sequence[Pair]], cfg: TrainConfig) -> None:
+    """An accepted snapshot's embeddings of the pairs it trained on (and, with
+    `expert_refresh`, of those it replayed), beside it in EXPERTS."""
+    if (out / EXPERTS).exists():
+        return
+    chosen = list(pairs)
+    if cfg.expert_refresh:
+        replayed = set(read_json(out / TRAINED)["replayed"])
+        ids = lambda seq: [r.id for r in seq.records] if hasattr(seq, "records") else [p.id for p in seq]  # noqa: E731
+        chosen += [phase[i] for phase in replay for i, pid in enumerate(ids(phase)) if pid in replayed]
+    save_experts(embed_experts(out, chosen, cfg.device), out / EXPERTS)
+
+
 def train_and_evaluate(
     data_dir: Path,
     phase: int,
@@ -84,15 +105,18 @@ def train_and_evaluate(
     out = snapshot_dir(data_dir, phase)
     if not out.exists():
         recipe = cfg.recipe()
+        experts = stored_experts(data_dir, phase) if cfg.expert else None
         train_phase(parent_dir, pairs, cfg, out, version=phase, phase=phase, replay=replay,
                     work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
-                    extra_record={"recipe": recipe})  # fmt: skip
+                    extra_record={"recipe": recipe}, experts=experts)
     new_eval: Evaluation = evaluate(out, probes, cfg.device)
     parent_eval: Evaluation = evaluate(parent_dir, probes, cfg.device)
     gallery = parent if gallery is None else gallery
     gallery_eval = parent_eval if gallery == parent else evaluate(snapshot_dir(data_dir, gallery), probes, cfg.device)
     old = [name for name in probes if name != str(phase)]
     status, reason = guard(new_eval.recall, parent_eval.recall, old, max_drop)
+    if status == "accepted":
+        store_experts(out, pairs, replay, cfg)
     write_json_atomic(out / RECALL_FILE, {
         "snapshot": phase, "parent": parent, "recall": new_eval.recall,
         "parent_recall": parent_eval.recall,

@@ -36,12 +36,8 @@ BUILD_ORDER = ("text", "image")  # the caption index first: the image index's di
 
 
 def train_config(s: Settings) -> TrainConfig:
-    return TrainConfig(
-        method=s.method, epochs=s.train_epochs, batch_size=s.train_batch_size, lr=s.train_lr,
-        warmup_steps=s.train_warmup_steps, alpha=s.alpha, temperature=s.temperature, kl_reduction=s.kl_reduction,
-        distill_on=s.distill_on, replay_fraction=s.replay_fraction, replay_policy=s.replay_policy,
-        replay_size=s.replay_size, merge=s.merge, device=s.device, seed=s.seed, compile=s.compile,
-    )  # fmt: skip
+    """The settings' recipe on this host's device and seed."""
+    return s.recipe.with_(device=s.device, seed=s.seed)
 
 
 class PhaseTrainPairs(Sequence):

@@ -32,10 +32,10 @@ def stack(kafka, redis_server, tmp_path_factory):
     env = {
         "MODX_DATA_DIR": str(data_dir), "MODX_KAFKA_BOOTSTRAP": kafka, "MODX_REDIS_URL": redis_server,
         "MODX_TOPIC": "e2e.pairs", "MODX_DLQ_TOPIC": "e2e.pairs.dlq", "MODX_CONSUMER_GROUP": "e2e",
-        "MODX_PHASE_SIZE": "100000", "MODX_TRAIN_EPOCHS": "3", "MODX_TRAIN_BATCH_SIZE": "32",
+        "MODX_PHASE_SIZE": "100000", "MODX_RECIPE__EPOCHS": "3", "MODX_RECIPE__BATCH_SIZE": "32",
         "MODX_WORKER_POLL_S": "0.3", "MODX_INDEX_POLL_S": "0.3", "MODX_CONSUMER_POLL_MS": "100",
     }  # fmt: skip
-    settings = Settings(**{k[5:].lower(): v for k, v in env.items()})
+    settings = Settings(**{k[5:].lower(): v for k, v in env.items() if "__" not in k})
     ensure_topics(kafka, [settings.topic, settings.dlq_topic])
     procs = [
         start_process([sys.executable, "-m", "service.cli", role], data_dir / f"{role}.log", {**os.environ, **env})
@@ -114,7 +114,7 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     snaps = {s["version"]: s for s in client.get("/v1/snapshots").json()["snapshots"]}
     assert set(snaps) >= {0, 1, 2, 3}
     assert [snaps[v]["parent"] for v in (1, 2, 3)] == [0, 1, 2]
-    assert all(snaps[v]["recipe"]["method"] == settings.method for v in (1, 2, 3))
+    assert all(snaps[v]["recipe"]["method"] == settings.recipe.method for v in (1, 2, 3))
 
     # search returns stored pairs, with their texts and metadata
     pair = data.generate(data.domains[-1])[7]
@@ -143,7 +143,9 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     drift = {d["to"]: d for d in client.get("/v1/drift").json()["transitions"]}
     assert set(drift) >= {1, 2, 3}
     assert all(drift[t]["from"] == t - 1 for t in (1, 2, 3))
-    assert drift[3]["ram"]["image"]["n"] > 0 and sum(drift[3]["sam_change"]["text"]["counts"]) > 0
+    pooled = drift[3]["pooled"]
+    assert pooled["ram"]["image"]["n"] > 0 and sum(pooled["sam_change"]["text"]["counts"]) > 0
+    assert drift[3]["first"] == "1" and drift[3]["domains"]["1"]["ram"]["image"]["n"] > 0
 
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics").text

@@ -79,3 +79,31 @@ def test_continual_metrics():
     assert m["average"] == pytest.approx((0.4 + 0.6 + 0.9) / 3)
     assert m["forgetting"] == pytest.approx(((0.8 - 0.4) + (0.7 - 0.6)) / 2)
     assert m["bwt"] == pytest.approx(((0.4 - 0.8) + (0.6 - 0.7)) / 2)
+
+
+def test_collapsed_embeddings_score_chance_not_perfect():
+    n = 20
+    same = np.tile(np.array([[0.6, 0.8]]), (n, 1))  # every image and text is one vector: all scores tie
+    r = recall(same, same)
+    for direction in ("i2t", "t2i"):
+        assert r[direction]["r1"] == pytest.approx(1 / n)
+        assert r[direction]["r5"] == pytest.approx(5 / n)
+        assert r[direction]["r10"] == pytest.approx(10 / n)
+
+
+def test_a_tie_with_a_wrong_item_is_a_miss_half_the_time():
+    img = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    txt = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    r = recall(img, txt, ks=(1,))
+    # image 0 retrieves text 0 alone; image 1 ties text 1 (its match) with nothing; image 2's
+    # match scores 0 against text 1's 1: a miss. Texts 1 and 2 each tie images 1 and 2: half a hit.
+    assert r["i2t"]["r1"] == pytest.approx(2 / 3)
+    assert r["t2i"]["r1"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+
+
+def test_identical_captions_all_count_as_correct():
+    img = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    txt = np.array([[0.0, 1.0], [1.0, 0.0], [0.7, 0.7]])
+    assert recall(img, txt, ks=(1,))["i2t"]["r1"] == pytest.approx(1 / 3)  # 0 and 1 swap their captions
+    both = recall(img, txt, ks=(1,), captions=["a cat", "a cat", "a dog"])  # ... which are the same caption
+    assert both["i2t"]["r1"] == pytest.approx(1.0) and both["t2i"]["r1"] == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from trainer.config import TrainConfig
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.simulate import r1, simulate
 
-BUDGET = dict(epochs=10, batch_size=64, seed=0)
+BUDGET = dict(epochs=10, batch_size=64, seed=0, replay_fraction=0.0)  # the paper's protocol: no replay
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,11 @@ def test_result_has_the_documented_shape(runs, stream):
         assert set(p["recall"]) == set(r["domains"])
         assert set(p["recall"]["basic"]["i2t"]) == {"r1", "r5", "r10"}
     assert "drift" not in r["phases"][0]
-    drift = r["phases"][1]["drift"]
+    per_domain, first = r["phases"][1]["drift"]["domains"], r["phases"][1]["drift"]["first"]
+    assert first == "basic" and set(per_domain) == set(r["domains"])
+    for d, hist in per_domain.items():  # each domain's drift is measured on its own probe only
+        assert hist["ram"]["image"]["n"] == len(stream.probe(d))
+    drift = r["phases"][1]["drift"]["pooled"]  # every probe stacked, under its own name
     assert set(drift) >= {"sam_change", "ram", "imav"} and set(drift["ram"]) == {"image", "text"}
     n_probe = sum(len(v) for v in (stream.probe(d) for d in r["domains"]))
     assert sum(drift["ram"]["image"]["counts"]) == drift["ram"]["image"]["n"] == n_probe

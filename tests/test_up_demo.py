@@ -25,7 +25,7 @@ def modx(*args: str) -> list[str]:
 def test_up_then_demo(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODX_")}
-    env.update(MODX_TRAIN_EPOCHS="2", MODX_WORKER_POLL_S="0.3", MODX_INDEX_POLL_S="0.3")  # a short demo
+    env.update(MODX_RECIPE__EPOCHS="2", MODX_WORKER_POLL_S="0.3", MODX_INDEX_POLL_S="0.3")  # a short demo
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     log = tmp_path / "up.log"
     with open(log, "wb") as out:  # run where a user runs it: both default to ./data, no key handed over

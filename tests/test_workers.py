@@ -30,8 +30,8 @@ def stream():
 
 @pytest.fixture
 def worker_settings(settings):
-    return settings.model_copy(update={"probe_fraction": 0.25, "train_epochs": 1, "train_batch_size": 16,
-                                       "replay_fraction": 0.0, "guard_max_drop": None})  # fmt: skip
+    recipe = settings.recipe.with_(epochs=1, batch_size=16, replay_fraction=0.0)
+    return settings.model_copy(update={"probe_fraction": 0.25, "recipe": recipe, "guard_max_drop": None})
 
 
 def split_ids(data_dir, phase: int, split: str) -> set[str]:
@@ -39,7 +39,7 @@ def split_ids(data_dir, phase: int, split: str) -> set[str]:
 
 
 def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
-    s = worker_settings.model_copy(update={"replay_fraction": 10.0})  # ask for more than the past holds
+    s = worker_settings.model_copy(update={"recipe": worker_settings.recipe.with_(replay_fraction=10.0)})  # ask for more than the past holds
     write_phases(s, stream, PHASES)
     registry = Registry.from_url(s.redis_url)
     bootstrap(s, registry)
@@ -140,3 +140,24 @@ def test_training_on_a_full_disk_is_retried_once_space_is_freed(worker_settings,
         assert worker.tick() is True
         assert buffer.phase_info(s.data_dir, 1).status == "trained"
         assert registry.snapshot(1)["status"] == "accepted"
+
+
+def test_accepted_snapshots_store_expert_embeddings_and_later_phases_distil_against_them(worker_settings, stream):
+    from trainer.experts import EXPERTS, load_experts
+    from trainer.snapshot import read_record
+
+    recipe = worker_settings.recipe.with_(method="modx", expert=True, beta=1.0, replay_fraction=1.0)
+    s = worker_settings.model_copy(update={"recipe": recipe})
+    write_phases(s, stream, PHASES)
+    registry = Registry.from_url(s.redis_url)
+    bootstrap(s, registry)
+    for _ in range(PHASES):
+        assert train_next(s, registry).status == "accepted"
+    for phase in range(1, PHASES + 1):
+        experts = load_experts(snapshot_dir(s.data_dir, phase) / EXPERTS)
+        assert set(experts.ids) == split_ids(s.data_dir, phase, "train")
+        assert (experts.version == phase).all() and experts.image.shape == experts.text.shape
+        assert abs(float((experts.image**2).sum(1).mean()) - 1) < 1e-4 and (experts.logit_scale > 0).all()
+    last = read_record(snapshot_dir(s.data_dir, PHASES))["train"]
+    assert last["expert_rows"] == last["replayed"] > 0  # every replayed pair had its expert's embeddings
+    assert last["teacher_forwards"] == last["pairs"]  # the parent ran on the new pairs only

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from trainer.snapshot import load_snapshot
 class Evaluation:
     recall: dict  # probe name -> {"i2t": {...}, "t2i": {...}}
     embeddings: dict  # probe name -> (image, text) arrays
+    captions: dict = field(default_factory=dict)  # probe name -> captions (identical ones match each other)
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate([e[0] for e in self.embeddings.values()]),
@@ -29,7 +30,8 @@ def evaluate_model(model, preprocess, tokenizer, probes: dict[str, list[Pair]]) 
         for name, pairs in probes.items()
         if pairs
     }
-    return Evaluation({name: recall(*e) for name, e in emb.items()}, emb)
+    captions = {name: [p.text for p in probes[name]] for name in emb}
+    return Evaluation({name: recall(*e, captions=captions[name]) for name, e in emb.items()}, emb, captions)
 
 
 def evaluate(snapshot: Path, probes: dict[str, list[Pair]], device: str = "cpu") -> Evaluation:
@@ -42,12 +44,16 @@ def old_gallery_recall(new: Evaluation, old: Evaluation) -> dict:
 
     What a `reindex = keep` deployment serves: new query encoder, old index.
     """
-    return {name: recall(old.embeddings[name][0], new.embeddings[name][1]) for name in new.embeddings if name in old.embeddings}
+    return {name: recall(old.embeddings[name][0], new.embeddings[name][1], captions=new.captions.get(name))
+            for name in new.embeddings if name in old.embeddings}
 
 
 def transition_drift(before: Evaluation, after: Evaluation) -> dict:
-    """Drift between two snapshots on the probes both were evaluated on."""
+    """Drift between two snapshots: per probe (`domains`; the paper measures it on old-domain
+    data, `first` names the first domain's), and over all probes stacked (`pooled`, which mixes
+    old domains' drift with learning the new one)."""
     common = [n for n in before.embeddings if n in after.embeddings]
     b = Evaluation({}, {n: before.embeddings[n] for n in common}).stacked()
     a = Evaluation({}, {n: after.embeddings[n] for n in common}).stacked()
-    return drift(b, a)
+    domains = {n: drift(before.embeddings[n], after.embeddings[n]) for n in common}
+    return {"first": common[0] if common else None, "domains": domains, "pooled": drift(b, a)}

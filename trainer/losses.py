@@ -2,6 +2,11 @@
 
 All functions take L2-normalised features.
 
+Expert-embedding Mod-X (beyond the paper, dark experience replay in Mod-X form): replayed
+rows carry the stored embeddings of the snapshot that trained them (their expert);
+`grouped_modx_loss` applies the screened KL per source snapshot, and `feature_loss` the
+feature term beta * (1 - cos(student, stored)) on both towers.
+
 Mod-X (Ni et al., ICML 2023). M[i, j] = <image_i, text_j> for the teacher (previous
 snapshot) and the student, on the current batch. Each row is softmaxed; a teacher row whose
 argmax is not its diagonal (the old model misretrieves that sample) is *screened*: replaced
@@ -39,6 +44,27 @@ def screen(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.where(wrong[:, None], student.detach(), teacher), wrong
 
 
+def row_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, screening: bool = True
+) -> torch.Tensor:
+    """Per row: KL(softmax(teacher row) || softmax(student row)) of two similarity matrices."""
+    student = student.float() / temperature
+    teacher = teacher.detach().float() / temperature
+    if screening:
+        teacher, _ = screen(teacher, student)
+    log_p = F.log_softmax(teacher, dim=1)
+    log_q = F.log_softmax(student, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def reduce_rows(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "mean":
+        return per_row.mean() if len(per_row) else per_row.sum()
+    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
 def cognition_kl(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -49,22 +75,12 @@ def cognition_kl(
 ) -> torch.Tensor:
     """KL(softmax(teacher row) || softmax(student row)) over rows of similarity matrices
     (only the rows where the boolean mask `rows` is true, when given)."""
-    student = student.float() / temperature
-    teacher = teacher.detach().float() / temperature
-    if screening:
-        teacher, _ = screen(teacher, student)
-    log_p = F.log_softmax(teacher, dim=1)
-    log_q = F.log_softmax(student, dim=1)
-    per_row = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    per_row = row_kl(student, teacher, temperature, screening)
     if rows is not None:
         per_row = per_row[rows]
         if not len(per_row):
-            return student.new_zeros(())
-    if reduction == "sum":
-        return per_row.sum()
-    if reduction == "mean":
-        return per_row.mean()
-    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+            return student.new_zeros((), dtype=torch.float32)
+    return reduce_rows(per_row, reduction)
 
 
 def modx_loss(
@@ -87,6 +103,40 @@ def modx_loss(
     i2t = cognition_kl(student, teacher, temperature, reduction, screening, rows)
     t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening, rows)
     return (i2t + t2i) / 2
+
+
+def grouped_modx_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    teacher_image: torch.Tensor,
+    teacher_text: torch.Tensor,
+    groups: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """Mod-X's screened KL inside each group of rows, both directions averaged.
+
+    `groups[i]` names the snapshot whose embeddings `teacher_*[i]` are: the parent for new
+    rows, the pair's expert (the snapshot that trained it) for replayed rows. Embeddings of
+    different snapshots do not share a space, so each group's teacher and student matrices
+    are built over that group's rows and columns only: rows of different groups never share
+    a softmax. Each group's matrix is screened by its own argmax. The rows' KLs are then
+    summed (or averaged) over every group, as Mod-X does over one batch.
+    """
+    per_row = []
+    for g in torch.unique(groups):
+        rows = groups == g
+        student = image[rows] @ text[rows].T
+        teacher = teacher_image[rows] @ teacher_text[rows].T
+        per_row.append((row_kl(student, teacher, temperature) + row_kl(student.T, teacher.T, temperature)) / 2)
+    return reduce_rows(torch.cat(per_row), reduction)
+
+
+def feature_loss(image, text, stored_image, stored_text) -> torch.Tensor:
+    """Mean over rows of (1 - cos) between student and stored embeddings, both towers summed."""
+    cos_i = (image * stored_image.detach()).sum(dim=1)
+    cos_t = (text * stored_text.detach()).sum(dim=1)
+    return ((1 - cos_i) + (1 - cos_t)).mean() if len(cos_i) else image.new_zeros(())
 
 
 def ewc_penalty(

@@ -14,18 +14,43 @@ RAM_BINS = (0, 15, 20, 25, 30, 180)
 IMAV_BINS = (0, 5, 10, 15, 20, 180)
 
 
-def _ranks(sim: np.ndarray) -> np.ndarray:
-    """Rank of the diagonal entry in each row: how many candidates score strictly higher."""
-    return (sim > np.diag(sim)[:, None]).sum(axis=1)
+def hit_rates(sim: np.ndarray, correct: np.ndarray, ks=KS) -> dict[int, float]:
+    """R@K of each row's queries: the chance that a correct candidate is in the top K.
+
+    `correct[i, j]` marks the candidates that answer query i (its own match, and every item
+    with the identical caption, as COCO's five captions are handled). Ties are broken at
+    random, in expectation: a wrong candidate scoring exactly as high as the best correct one
+    is a miss as often as a hit, so collapsed embeddings score R@1 = 1/n, not 1.
+    """
+    best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
+    wrong = ~correct
+    higher = (wrong & (sim > best)).sum(axis=1)
+    tied = (wrong & (sim == best)).sum(axis=1).astype(float)
+    mates = (correct & (sim == best)).sum(axis=1).astype(float)
+    out = {}
+    for k in ks:
+        slots = k - higher  # tied wrong candidates that may still come before a correct one
+        all_wrong_first = np.ones(len(sim))  # P(the first `slots` of the tied ones are all wrong)
+        for i in range(max(ks)):
+            step = np.clip(tied - i, 0, None) / np.maximum(tied + mates - i, 1)
+            all_wrong_first *= np.where(i < slots, step, 1.0)
+        out[k] = float(np.where(slots > 0, 1 - all_wrong_first, 0.0).mean())
+    return out
 
 
-def recall(image: np.ndarray, text: np.ndarray, ks=KS) -> dict:
-    """R@K in both directions: a pair counts if its match is in the top K."""
+def recall(image: np.ndarray, text: np.ndarray, ks=KS, captions=None) -> dict:
+    """R@K in both directions (hit_rates); `captions` (one per pair) makes identical
+    captions count as one another's matches."""
     sim = image.astype(np.float64) @ text.astype(np.float64).T
+    n = len(sim)
+    if captions is None:
+        correct = np.eye(n, dtype=bool)
+    else:
+        c = np.asarray(list(captions), dtype=object)
+        correct = c[:, None] == c[None, :]
     out = {}
     for direction, s in (("i2t", sim), ("t2i", sim.T)):
-        ranks = _ranks(s)
-        out[direction] = {f"r{k}": float((ranks < k).mean()) for k in ks}
+        out[direction] = {f"r{k}": v for k, v in hit_rates(s, correct, ks).items()}
     return out
 
 

@@ -24,7 +24,8 @@ from trainer.atomic import atomic_file
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.embed import embed_image_tensor, embed_token_tensor, preprocess_images
-from trainer.losses import clip_loss, ewc_penalty, modx_loss
+from trainer.experts import Experts, rows_for
+from trainer.losses import clip_loss, ewc_penalty, feature_loss, grouped_modx_loss, modx_loss
 from trainer.model import autocast, clamp_logit_scale, no_weight_decay
 from trainer.replay import sample_replay
 from trainer.snapshot import TRAINED, load_fisher, load_snapshot, save_snapshot
@@ -71,20 +72,31 @@ def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warmup then cosine decay to 0 (open_clip's cosine_lr)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    """Linear warmup over `cfg.warmup` of the steps, then cosine decay to 0 (open_clip's cosine_lr)."""
+    warmup = int(cfg.warmup * total)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * progress)) * cfg.lr
 
 
+def tower(name: str) -> str:
+    """Which tower an open_clip CLIP parameter belongs to: image, text, or shared (logit scale)."""
+    if name.startswith("visual."):
+        return "image"
+    return "shared" if name.startswith("logit_") else "text"
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    """AdamW, one parameter group per (tower, decay or not); each group's `lr_mult` scales lr_at."""
+    mult = {"image": cfg.lr_image, "text": cfg.lr_text, "shared": 1.0}
+    groups: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if no_weight_decay(name, p) else decay).append(p)
-    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": cfg.weight_decay}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda")
+            groups.setdefault((tower(name), not no_weight_decay(name, p)), []).append(p)
+    params = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult[t]}
+              for (t, decay), ps in groups.items()]
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda")
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -102,9 +114,15 @@ def augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_cache(teacher, data: PhaseData) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's normalised image and text embeddings of the whole phase, computed once."""
-    return embed_image_tensor(teacher, data.images), embed_token_tensor(teacher, data.tokens)
+def teacher_cache(teacher, data: PhaseData, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's normalised image and text embeddings of the phase (or of `rows` of it,
+    the others zero), computed once."""
+    if rows is None:
+        return embed_image_tensor(teacher, data.images), embed_token_tensor(teacher, data.tokens)
+    image, text = embed_image_tensor(teacher, data.images[rows]), embed_token_tensor(teacher, data.tokens[rows])
+    full_i, full_t = image.new_zeros(len(data), image.shape[1]), text.new_zeros(len(data), text.shape[1])
+    full_i[rows], full_t[rows] = image, text
+    return full_i, full_t
 
 
 def estimate_fisher(model, data: PhaseData, cfg: TrainConfig, device) -> dict[str, torch.Tensor]:
@@ -137,12 +155,16 @@ def phase_loss(
     teacher_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ewc: tuple[dict, dict] | None = None,
     distill_rows: torch.Tensor | None = None,
+    sources: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss of one batch: InfoNCE (+ alpha * Mod-X/LwF KL) (+ EWC penalty).
 
     `model` is what runs the forward (maybe compiled), `student` the module it wraps.
     The teacher's embeddings come from `teacher_emb` (cache) or a live `teacher` forward.
     `distill_rows` limits the KL to those samples' rows (cfg.distill_on = "replay").
+    `sources` (cfg.expert): per row the snapshot whose embeddings `teacher_emb` holds, -1 for
+    the parent; the KL is taken per source (grouped_modx_loss), and rows with a stored
+    expert add beta * (1 - cos) on both towers.
     """
     device = images.device
     with autocast(device):
@@ -153,7 +175,13 @@ def phase_loss(
             with torch.no_grad():
                 teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
                                F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
-        if teacher_emb is not None:
+        if teacher_emb is not None and sources is not None:
+            loss = loss + cfg.alpha * grouped_modx_loss(img, txt, *teacher_emb, sources, cfg.temperature,
+                                                        cfg.kl_reduction)
+            if cfg.beta:
+                old = sources >= 0
+                loss = loss + cfg.beta * feature_loss(img[old], txt[old], teacher_emb[0][old], teacher_emb[1][old])
+        elif teacher_emb is not None:
             kl = modx_loss(img, txt, *teacher_emb, cfg.temperature, cfg.kl_reduction, cfg.screening, distill_rows)
             loss = loss + cfg.alpha * kl
         if ewc is not None:
@@ -213,19 +241,36 @@ def train_phase(
     work_dir: Path | None = None,
     on_step: StepCallback | None = None,
     extra_record: dict | None = None,
+    experts: Experts | None = None,
 ) -> Path:
-    """Train one phase from the `parent` snapshot on `pairs` (+ replay) and publish `out`."""
+    """Train one phase from the `parent` snapshot on `pairs` (+ replay) and publish `out`.
+
+    Each epoch trains on every new pair and that epoch's replayed pairs (trainer.replay).
+    `experts` (cfg.expert): stored embeddings of older pairs; replayed pairs found there are
+    distilled against them, the rest (and every new pair) against the parent.
+    """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     student, preprocess, tokenizer, parent_record = load_snapshot(parent, device)
-    replayed = sample_replay(replay, cfg, len(pairs))
+    replayed, plan = sample_replay(replay, cfg, len(pairs))
     data = prepare(list(pairs) + replayed, preprocess, tokenizer)
     is_replay = torch.arange(len(data)) >= len(pairs)
-    if len(data) < 2:
-        raise ValueError(f"a phase needs at least 2 pairs to train, got {len(data)}")
+    epoch_rows = [torch.cat([torch.arange(len(pairs)), len(pairs) + torch.tensor(e, dtype=torch.long)]) for e in plan]
+    per_epoch = len(epoch_rows[0])
+    if per_epoch < 2:
+        raise ValueError(f"a phase needs at least 2 pairs to train, got {per_epoch}")
 
     teacher = freeze(copy.deepcopy(student)) if cfg.distills else None
-    cached = teacher_cache(teacher, data) if teacher is not None and cfg.cache_teacher and not cfg.augment else None
+    sources = None
+    if cfg.expert and teacher is not None:
+        stored_i, stored_t, sources = rows_for(experts, data.ids)
+        sources = torch.where(is_replay, sources, torch.full_like(sources, -1))
+    use_cache = teacher is not None and (cfg.cache_teacher and not cfg.augment or sources is not None)
+    parent_rows = None if sources is None else torch.nonzero(sources < 0).flatten()
+    cached = teacher_cache(teacher, data, parent_rows) if use_cache else None
+    if sources is not None and stored_i.shape[1]:
+        have = sources >= 0
+        cached[0][have.to(device)], cached[1][have.to(device)] = stored_i[have].to(device), stored_t[have].to(device)
     fisher = load_fisher(parent, device) if cfg.method == "ewc" else None
     anchor = {n: p.detach().clone() for n, p in student.named_parameters()} if fisher else None
     parent_state = {k: v.detach().clone() for k, v in student.state_dict().items()} if cfg.merge else None
@@ -233,7 +278,7 @@ def train_phase(
     student.train()
     optimizer = make_optimizer(student, cfg, device)
     model = torch.compile(student) if cfg.compile else student
-    total = cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch(per_epoch, cfg.batch_size)
     ckpt = _checkpoint_path(work_dir)
     key = _resume_key(parent_record, data, cfg)
     start = load_checkpoint(ckpt, student, optimizer, key)
@@ -243,13 +288,13 @@ def train_phase(
 
     step = 0
     for epoch in range(cfg.epochs):
-        for idx in batches(len(data), cfg.batch_size, cfg.seed, epoch):
+        for idx in (epoch_rows[epoch][b] for b in batches(per_epoch, cfg.batch_size, cfg.seed, epoch)):
             if step < start:
                 step += 1
                 continue
             t_step = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr_at(step, total, cfg) * group["lr_mult"]
             images = data.images[idx].to(device, non_blocking=True)
             tokens = data.tokens[idx].to(device, non_blocking=True)
             if cfg.augment:
@@ -257,7 +302,8 @@ def train_phase(
             teacher_emb = (cached[0][idx.to(device)], cached[1][idx.to(device)]) if cached is not None else None
             rows = is_replay[idx].to(device) if cfg.distill_on == "replay" else None
             loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
-                              ewc=(fisher, anchor) if fisher else None, distill_rows=rows)  # fmt: skip
+                              ewc=(fisher, anchor) if fisher else None, distill_rows=rows,
+                              sources=None if sources is None else sources[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -277,13 +323,16 @@ def train_phase(
         new_fisher = estimate_fisher(student, data, cfg, device)
         if fisher:
             new_fisher = {n: new_fisher[n] + fisher[n] for n in new_fisher}
-    samples = phase_samples(len(data), cfg)
+    samples = phase_samples(per_epoch, cfg)
+    parent_forwards = len(data) if parent_rows is None else len(parent_rows)
     stats = {
         "steps": total,
         "samples": samples,
-        "teacher_forwards": 0 if teacher is None else len(data) if cached is not None else samples,
+        "teacher_forwards": 0 if teacher is None else parent_forwards if cached is not None else samples,
         "pairs": len(pairs),
-        "replayed": len(replayed),
+        "replayed": len(replayed),  # distinct older pairs over the phase
+        "replayed_per_epoch": per_epoch - len(pairs),
+        "expert_rows": 0 if sources is None else int((sources >= 0).sum()),
         "final_loss": last_loss,
         "seconds": round(time.perf_counter() - t0, 3),
     }

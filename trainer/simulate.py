@@ -29,7 +29,8 @@ from trainer.evaluate import evaluate, transition_drift
 from trainer.metrics import continual
 from trainer.model import create_model
 from trainer.phase import phase_samples, train_phase
-from trainer.snapshot import read_record, save_snapshot, snapshot_name
+from trainer.experts import embed_experts, load_experts, merge as merge_experts, save_experts
+from trainer.snapshot import TRAINED, read_record, save_snapshot, snapshot_name
 
 log = logging.getLogger("modx.simulate")
 
@@ -62,14 +63,18 @@ def dataset_key(dataset: Dataset) -> dict:
     return info
 
 
-def clip0_config(cfg: TrainConfig, first_epochs: int | None) -> TrainConfig:
-    """CLIP_0 is plain contrastive training on domain 0 (EWC also records its Fisher there)."""
-    return cfg.with_(method="ewc" if cfg.method == "ewc" else "ct", epochs=first_epochs or cfg.epochs,
-                     replay_fraction=0.0, merge=0.0)  # fmt: skip
+PLAIN = dict(replay_fraction=0.0, merge=0.0, expert=False, beta=0.0, expert_refresh=False, lr_image=1.0, lr_text=1.0)
+
+
+def clip0_config(cfg: TrainConfig, first_epochs: int | None, first_lr: float | None = None) -> TrainConfig:
+    """CLIP_0 is plain contrastive training on domain 0 (EWC also records its Fisher there),
+    with its own epochs and peak learning rate, so recipes that differ after it share it."""
+    method = "ewc" if cfg.method == "ewc" else "ct"
+    return cfg.with_(method=method, epochs=first_epochs or cfg.epochs, lr=first_lr or cfg.lr, **PLAIN)
 
 
 def joint_config(cfg: TrainConfig, epochs: int) -> TrainConfig:
-    return cfg.with_(method="ct", epochs=epochs, replay_fraction=0.0, merge=0.0)
+    return cfg.with_(method="ct", epochs=epochs, **PLAIN)
 
 
 def joint_samples(sizes: list[int], joint_cfg: TrainConfig) -> list[int]:
@@ -90,6 +95,7 @@ def simulate(
     model_name: str = "modx-tiny",
     phases: int | None = None,
     first_epochs: int | None = None,
+    first_lr: float | None = None,
     joint_epochs: int | None = None,
     work_dir: Path | None = None,
     pretrained: str | None = None,
@@ -99,7 +105,7 @@ def simulate(
     sets = evaluation_sets(dataset, domains)
     work = Path(work_dir or tempfile.mkdtemp(prefix="modx-sim-"))
     data_key = dataset_key(dataset)
-    cfg0 = clip0_config(cfg, first_epochs)
+    cfg0 = clip0_config(cfg, first_epochs, first_lr)
     joint = joint_config(cfg, joint_epochs or cfg.epochs)
     base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
     base.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,7 @@ def simulate(
     run = work / f"{cfg.method}-{digest(base.name, data_key, domains, recipe.key())}"
     run.mkdir(parents=True, exist_ok=True)
 
-    results, prev, prev_ev = [], clip0, None
+    results, prev, prev_ev, stores = [], clip0, None, []
     for t, domain in enumerate(domains):
         if t == 0:
             path = clip0
@@ -119,8 +125,13 @@ def simulate(
             path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t))
         else:
             past = [dataset.train(d) for d in domains[:t]]
+            experts = merge_experts(stores) if cfg.expert else None
             path = _trained(run / snapshot_name(t), lambda out: train_phase(prev, dataset.train(domain), cfg, out,
-                                                                             version=t, phase=t, replay=past))  # fmt: skip
+                                                                             version=t, phase=t, replay=past,
+                                                                             experts=experts))
+        if cfg.expert:
+            stores.append(_expert_store(path, (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz",
+                                        [p for d in domains[: t + 1] for p in dataset.train(d)], cfg))
         evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}
         entry = {"phase": t, "domain": domain, "recall": evals["probe"].recall,
                  "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
@@ -139,10 +150,21 @@ def simulate(
         "domains": domains,
         "config": cfg.to_dict(),
         "first_epochs": cfg0.epochs,
+        "first_lr": cfg0.lr,
         "joint_epochs": joint.epochs,
         "phases": results,
         "summary": summarize(results, domains, sizes, cfg, joint),
     }
+
+
+def _expert_store(snapshot: Path, out: Path, seen: list[Pair], cfg: TrainConfig):
+    """The experts the accepted `snapshot` contributes: its phase's pairs (and, with
+    `expert_refresh`, the pairs it replayed), embedded by it; kept at `out`."""
+    if not out.exists():
+        trained = json.loads((snapshot / TRAINED).read_text())
+        ids = set(trained["pairs"]) | (set(trained["replayed"]) if cfg.expert_refresh else set())
+        save_experts(embed_experts(snapshot, [p for p in seen if p.id in ids], cfg.device), out)
+    return load_experts(out)
 
 
 def _trained(out: Path, train) -> Path:

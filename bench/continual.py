@@ -35,6 +35,9 @@ from trainer.tune import SELECT_ON, pareto, point
 PRESETS = {
     "smoke": dict(dataset="synthetic", dataset_kw=dict(n_domains=3, pairs_per_domain=48), model="modx-tiny",
                   first_epochs=1, epochs=1, batch_size=16, lr=5e-4, seeds=[0], device="cpu"),
+    # what a 2-core machine shared with other work finishes in minutes: 3 synthetic domains
+    "mini": dict(dataset="synthetic", dataset_kw=dict(n_domains=3, pairs_per_domain=300), model="modx-tiny",
+                 first_epochs=30, epochs=10, batch_size=64, lr=5e-4, seeds=[0], device="cpu"),
     "synthetic": dict(dataset="synthetic", dataset_kw={}, model="modx-tiny", first_epochs=30, epochs=20, batch_size=64,
                       lr=5e-4, seeds=[0, 1, 2], device="cpu"),  # the `modx simulate` defaults
     "cpu": dict(dataset="emoji", dataset_kw=dict(size=32), model="modx-tiny", first_epochs=40, epochs=15,
@@ -205,12 +208,12 @@ def choose(runs: dict, seeds: list[int]) -> dict | None:
     fraction of the converged joint's (the target's criterion), on the tuning `seeds` only."""
     if CONVERGED_JOINT not in runs:
         return None
-    points = {}
+    points, joint = {}, {str(k): v for k, v in runs[CONVERGED_JOINT].items()}
     for name, by_seed in runs.items():
         if next(iter(by_seed.values()))["method"] == "joint":  # the upper bounds are not candidates
             continue
-        pts = [retention_vs_joint(by_seed[s], runs[CONVERGED_JOINT][s]) for s in seeds
-               if s in by_seed and s in runs[CONVERGED_JOINT]]
+        by_seed = {str(k): v for k, v in by_seed.items()}
+        pts = [retention_vs_joint(by_seed[str(s)], joint[str(s)]) for s in seeds if str(s) in by_seed and str(s) in joint]
         if pts:
             points[name] = {"min_vs_joint": float(np.mean([p[1] for p in pts])),
                             "average_vs_joint": float(np.mean([p[0] for p in pts]))}
@@ -245,6 +248,7 @@ def report(result: dict) -> str:
              f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
              f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
              f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
+             *[f"- combined from: `{m['command']}` (date {m['date']}, commit {m['commit']})" for m in result.get("parts", [])],
              "- R@K as fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
              *data_lines(result.get("dataset", {})), ""]  # fmt: skip
     chosen = result.get("choice")
@@ -342,15 +346,35 @@ def main(argv=None) -> dict:
     p.add_argument("--work-dir", type=Path, default=Path(".cache/bench-continual"), help="snapshot cache")
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
     p.add_argument("--render", action="store_true", help="only redraw report.md and the plots from --out's results.json")
+    p.add_argument("--combine", type=lambda s: [Path(x) for x in s.split(",")], default=None,
+                   help="directories of earlier runs (other seeds or recipes) to combine into --out")
     args = p.parse_args(argv)
     if args.render:
         return render(json.loads((args.out / "results.json").read_text()), args.out)
+    if args.combine:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = combine([json.loads((d / "results.json").read_text()) for d in args.combine], args.tune_seeds)
+        write_result(args.out / "results.json", result)
+        return render(result, args.out)
     args.argv = argv
     apply_preset(args, {k: v for k, v in PRESETS[args.preset].items() if k not in ("dataset", "dataset_kw")})
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     write_result(args.out / "results.json", result)
     return render(result, args.out)
+
+
+def combine(results: list[dict], tune_seeds: list[int]) -> dict:
+    """One result from runs of the same preset (their runs merged by recipe and seed, in the
+    order given); each part's machine and command are kept under `parts`."""
+    out = dict(results[0], runs={}, recipes={}, parts=[r["machine"] for r in results])
+    for r in results:
+        for name, by_seed in r["runs"].items():
+            out["runs"].setdefault(name, {}).update(by_seed)
+        out["recipes"].update(r["recipes"])
+    seeds = sorted({int(s) for by_seed in out["runs"].values() for s in by_seed})
+    out["args"] = dict(results[0]["args"], seeds=seeds, tune_seeds=tune_seeds)
+    return out
 
 
 def render(result: dict, out: Path) -> dict:

@@ -48,7 +48,8 @@ def make_batch(model_name: str, batch: int, device: torch.device):
     return images, tokens
 
 
-def run_variant(variant: str, args, images, tokens) -> dict:
+def setup_variant(variant: str, args, images, tokens):
+    """(step function, optimizer) of one variant, warmed up."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     student, _, _ = create_model(args.model, device=device)
@@ -78,17 +79,39 @@ def run_variant(variant: str, args, images, tokens) -> dict:
 
     for _ in range(args.warmup):
         step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+    return step, opt
+
+
+def timed(step, steps: int, device: torch.device) -> float:
     sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def run_variants(variants: list[str], args, images, tokens) -> list[dict]:
+    """Every variant timed in interleaved rounds (the median round counts), so a machine whose
+    load changes over time slows every variant alike."""
+    device = torch.device(args.device)
+    setups = {v: setup_variant(v, args, images, tokens) for v in variants}
+    flops = {}
+    for v, (step, _) in setups.items():
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops[v] = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    seconds = (time.perf_counter() - t0) / args.steps
+    rounds = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for v, (step, _) in setups.items():
+            rounds[v].append(timed(step, args.steps, device))
+    return [result_row(v, args, sorted(rounds[v])[len(rounds[v]) // 2], flops[v], setups[v][1]) for v in variants]
+
+
+def result_row(variant: str, args, seconds: float, flops: float, opt) -> dict:
+    device = torch.device(args.device)
     out = {
         "variant": variant,
         "ms_per_step": round(seconds * 1e3, 2),
@@ -108,7 +131,8 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
     p.add_argument("--model")
     p.add_argument("--batch", type=int)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="steps per variant per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median counts")
     p.add_argument("--warmup", type=int)
     p.add_argument("--device")
     p.add_argument("--compile", action="store_true")
@@ -118,7 +142,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     apply_preset(args, PRESETS[args.preset or "cpu"])
     images, tokens = make_batch(args.model, args.batch, torch.device(args.device))
-    rows = [run_variant(v, args, images, tokens) for v in args.variants.split(",")]
+    rows = run_variants(args.variants.split(","), args, images, tokens)
     plain = next((r for r in rows if r["variant"] == "plain"), None)
     for r in rows:
         r["vs_plain"] = round(r["ms_per_step"] / plain["ms_per_step"], 3) if plain else None

@@ -105,7 +105,7 @@ def train_and_evaluate(
     out = snapshot_dir(data_dir, phase)
     if not out.exists():
         recipe = cfg.recipe()
-        experts = stored_experts(data_dir, phase) if cfg.expert else None
+        experts = stored_experts(data_dir, phase) if cfg.experts else None
         train_phase(parent_dir, pairs, cfg, out, version=phase, phase=phase, replay=replay,
                     work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
                     extra_record={"recipe": recipe}, experts=experts)

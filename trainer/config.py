@@ -83,12 +83,15 @@ class TrainConfig:
         for name in ("lr", "alpha", "beta", "weight_decay", "ewc_lambda", "replay_fraction", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
-        if self.expert and self.method != "modx":
-            raise ValueError("expert needs method modx")
 
     @property
     def distills(self) -> bool:
         return self.method in DISTILLING
+
+    @property
+    def experts(self) -> bool:
+        """Expert-embedding Mod-X is on (method modx with `expert`; other methods ignore it)."""
+        return self.method == "modx" and self.expert and self.replay_fraction > 0
 
     @property
     def screening(self) -> bool:
@@ -102,16 +105,16 @@ class TrainConfig:
         ignored = {"cache_teacher", "checkpoint_every"}
         if not self.distills:
             ignored |= {"alpha", "temperature", "kl_reduction", "distill_on"}
-        if not self.expert:
-            ignored |= {"beta", "expert_refresh"}
-        if self.expert:
+        if not self.experts:
+            ignored |= {"expert", "beta", "expert_refresh"}
+        else:
             ignored.add("distill_on")
         if self.method != "ewc":
             ignored |= {"ewc_lambda", "fisher_batches"}
         if self.method == "joint":
             ignored |= {"replay_fraction", "merge"}
         if self.method == "joint" or self.replay_fraction == 0:
-            ignored |= {"replay_policy", "replay_size", "replay_draw", "expert", "beta", "expert_refresh"}
+            ignored |= {"replay_policy", "replay_size", "replay_draw"}
         if self.replay_policy != "reservoir":
             ignored.add("replay_size")
         return ignored

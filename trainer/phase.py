@@ -262,7 +262,7 @@ def train_phase(
 
     teacher = freeze(copy.deepcopy(student)) if cfg.distills else None
     sources = None
-    if cfg.expert and teacher is not None:
+    if cfg.experts and teacher is not None:
         stored_i, stored_t, sources = rows_for(experts, data.ids)
         sources = torch.where(is_replay, sources, torch.full_like(sources, -1))
     use_cache = teacher is not None and (cfg.cache_teacher and not cfg.augment or sources is not None)

@@ -125,11 +125,11 @@ def simulate(
             path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t))
         else:
             past = [dataset.train(d) for d in domains[:t]]
-            experts = merge_experts(stores) if cfg.expert else None
+            experts = merge_experts(stores) if cfg.experts else None
             path = _trained(run / snapshot_name(t), lambda out: train_phase(prev, dataset.train(domain), cfg, out,
                                                                              version=t, phase=t, replay=past,
                                                                              experts=experts))
-        if cfg.expert:
+        if cfg.experts:
             stores.append(_expert_store(path, (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz",
                                         [p for d in domains[: t + 1] for p in dataset.train(d)], cfg))
         evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}

@@ -1,0 +1,43 @@
+"""One recipe: TrainConfig's defaults are the service's and `modx simulate`'s, from one place."""
+
+import json
+from dataclasses import fields
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.settings import Settings
+from service.workers import train_config
+from trainer.config import TrainConfig
+
+
+def test_the_service_default_recipe_is_the_trainconfig_default():
+    s = Settings(_env_file=None)
+    assert s.recipe == TrainConfig()
+    assert train_config(s) == TrainConfig().with_(device=s.device, seed=s.seed)
+
+
+def test_recipe_fields_are_read_from_nested_variables(monkeypatch):
+    monkeypatch.setenv("MODX_RECIPE__METHOD", "modx")
+    monkeypatch.setenv("MODX_RECIPE__ALPHA", "3.5")
+    monkeypatch.setenv("MODX_RECIPE__EXPERT", "true")
+    monkeypatch.setenv("MODX_SEED", "7")
+    s = Settings()
+    assert (s.recipe.method, s.recipe.alpha, s.recipe.expert) == ("modx", 3.5, True)
+    assert train_config(s).seed == 7 and train_config(s).epochs == TrainConfig().epochs
+    monkeypatch.setenv("MODX_RECIPE__REPLAY_POLICY", "lottery")
+    with pytest.raises(ValidationError, match="replay_policy"):
+        Settings()
+
+
+def test_simulate_offers_every_recipe_field_with_its_default(tmp_path):
+    help_text = CliRunner().invoke(app, ["simulate", "--help"], terminal_width=200).output
+    for f in fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["simulate", "--phases", "1", "--first-epochs", "1", "--out", str(out),
+                                   "--work-dir", str(tmp_path / "w")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["config"] == TrainConfig().to_dict()  # no flags: the default recipe

@@ -20,7 +20,7 @@ from trainer.model import create_model
 from trainer.pretrain import CHECKPOINT, pretrain
 from trainer.snapshot import load_snapshot, read_record
 
-CFG = TrainConfig(method="ct", epochs=3, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=4, augment=True)
+CFG = TrainConfig(method="ct", epochs=3, batch_size=8, lr=1e-3, warmup=0.2, checkpoint_every=4, augment=True)
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,10 @@ log = logging.getLogger("modx.pretrain")
 # what `modx pretrain --preset` starts from; every value can be overridden
 PRESETS: dict[str, dict] = {
     # about 30 minutes on 2 CPU cores (modx-small, ~200 samples/s): every pretraining set, 8 epochs
-    "cpu": {"model": "modx-small", "epochs": 8, "batch_size": 128, "lr": 1e-3, "warmup_steps": 200,
+    "cpu": {"model": "modx-small", "epochs": 8, "batch_size": 128, "lr": 1e-3, "warmup": 0.05,
             "max_per_set": None, "augment": True, "device": "cpu"},
     # one GPU: a wider model at 64 px, bigger batches, more epochs
-    "gpu": {"model": "modx-base", "epochs": 40, "batch_size": 512, "lr": 1e-3, "warmup_steps": 500,
+    "gpu": {"model": "modx-base", "epochs": 40, "batch_size": 512, "lr": 1e-3, "warmup": 0.05,
             "max_per_set": None, "augment": True, "device": "cuda"},
 }
 CHECKPOINT = "checkpoint.pt"
@@ -160,7 +160,7 @@ def _train(model, corpus: Corpus, cfg: TrainConfig, ckpt: Path, key: str, on_ste
                 continue
             t_step = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr_at(step, total, cfg) * group["lr_mult"]
             images = normalise(corpus.images[idx].to(device, non_blocking=True))
             if cfg.augment:
                 images = augment(images, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))

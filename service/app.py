@@ -35,6 +35,7 @@ ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.r
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     faiss.omp_set_num_threads(app.state.settings.search_threads)
+    app.state.serving.load_first()  # before uvicorn listens: a restarted API never answers 503 for an index it has
     stop = threading.Event()
     poller = threading.Thread(target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s),
                               name="serving-poller", daemon=True)  # fmt: skip

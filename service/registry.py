@@ -114,7 +114,10 @@ class Registry:
         """training / trained / retry / failed: status.json on disk first, then the registry."""
         buffer.write_phase_status(data_dir, phase, phase_status, **extra)
         record = buffer.phase_info(data_dir, phase).to_dict()
-        self.r.hset(self.key("phases"), str(phase), json.dumps(record))
+        try:
+            self.r.hset(self.key("phases"), str(phase), json.dumps(record))
+        except redis.RedisError as e:  # disk has it; `sync_sealed` repairs the cache
+            log.warning("phase %d status not cached: %s", phase, e)
         return record
 
     def sync_sealed(self, data_dir: str | Path) -> list[int]:

@@ -133,6 +133,14 @@ class ServingState:
                     apply_segments(index)
         self.catalog.refresh()
 
+    def load_first(self) -> None:
+        """One poll before the API takes requests (lifespan startup, which uvicorn runs before
+        it listens), so a restarted API is refused, not unready, until what is served is loaded."""
+        try:
+            self.poll()
+        except Exception:  # Redis or the data directory away: the poller keeps trying
+            log.exception("could not load what is served yet")
+
     def run(self, stop: threading.Event, interval_s: float) -> None:
         while not stop.is_set():
             try:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
+
 from trainer.config import TrainConfig
 from trainer.data import Pair
 
@@ -94,8 +96,8 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
         metrics.TRAIN_LOSS.set(info["loss"])
         metrics.TRAIN_STEP_SECONDS.observe(info["seconds"])
         if info["step"] % 10 == 0 or info["step"] == info["total"]:
-            registry.set_gauge("train_loss", info["loss"])
-            registry.set_gauge("train_step_seconds", info["seconds"])
+            _cache(lambda: (registry.set_gauge("train_loss", info["loss"]),
+                            registry.set_gauge("train_step_seconds", info["seconds"])))
 
     outcome = train_and_evaluate(
         s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), parent,
@@ -105,11 +107,18 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
     registry.set_phase_status(s.data_dir, phase, "trained", started=started, snapshot=phase,
                               snapshot_status=outcome.status)  # fmt: skip
     metrics.SNAPSHOT_VERSION.set(phase)
-    registry.set_gauge("snapshot_version", phase)
+    _cache(lambda: registry.set_gauge("snapshot_version", phase))
     if outcome.status == "rejected":
         metrics.SNAPSHOTS_REJECTED.inc()
-        registry.incr("snapshots_rejected")
+        _cache(lambda: registry.incr("snapshots_rejected"))
     return outcome
+
+
+def _cache(update) -> None:
+    try:
+        update()
+    except redis.RedisError as e:
+        log.warning("shared metric not updated: %s", e)
 
 
 class TrainerWorker:
@@ -125,9 +134,12 @@ class TrainerWorker:
         if not self.ready:
             bootstrap(self.s, self.registry)
             self.ready = True
-        self.registry.ensure(self.s.data_dir)
-        status.sync(self.s.data_dir, self.registry)
-        self.registry.sync_sealed(self.s.data_dir)
+        try:  # the cache: Redis away must not stop training from disk
+            self.registry.ensure(self.s.data_dir)
+            status.sync(self.s.data_dir, self.registry)
+            self.registry.sync_sealed(self.s.data_dir)
+        except redis.RedisError as e:
+            log.warning("Redis cache not checked: %s", e)
         phase = next_phase(self.s.data_dir)
         if phase is None:
             return False

@@ -104,6 +104,7 @@ class PairConsumer:
         self.retry_at = 0.0
         self.backoff = faults.Backoff(0.5, settings.consumer_retry_cap_s)
         self.redis_stale = False
+        self.probed = float("-inf")  # when the disk was last probed while idle
 
     # -- one batch
 
@@ -252,6 +253,20 @@ class PairConsumer:
         except Exception as e:
             log.warning("could not report the fault to Redis: %s", e)
 
+    def _probe_disk(self) -> None:
+        """Idle (nothing to write, e.g. while the group rebalances): still say when the disk
+        cannot take writes, and when it can again; at most every `consumer_retry_cap_s`."""
+        if time.monotonic() - self.probed < min(2.0, self.settings.consumer_retry_cap_s):
+            return
+        self.probed = time.monotonic()
+        reason = faults.disk_fault(self.buffer.data_dir)
+        if reason is None:
+            self._recovered()
+        elif reason != self.fault:
+            log.warning("the data directory cannot take writes: %s", reason)
+            self.fault = reason
+            self._report_fault()
+
     def _recovered(self) -> None:
         if self.fault is not None:
             log.info("writing again after: %s", self.fault)
@@ -303,8 +318,10 @@ class PairConsumer:
             messages = [m for batch in polled.values() for m in batch]
             self.handle(messages)
             self.seal_if_due()
-            if messages or faults.disk_fault(self.buffer.data_dir) is None:
+            if messages:
                 self._recovered()
+            else:
+                self._probe_disk()
         except Exception as e:
             self.failed(messages, e)
             return 0

@@ -70,7 +70,8 @@ def setup_variant(variant: str, args, images, tokens):
     model = torch.compile(student) if args.compile else student
 
     def step():
-        loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb, sources=sources)
+        loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
+                          sources=sources)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

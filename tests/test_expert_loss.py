@@ -69,7 +69,8 @@ def test_rows_of_different_sources_never_share_a_softmax():
     # moving a row of source 1 anywhere changes nothing in source 0's terms: its softmax never sees it
     moved_txt = txt.clone()
     moved_txt[3] = -txt[0]
-    only0 = lambda t: grouped_modx_loss(img[:3], t[:3], t_img[:3], t_txt[:3], torch.zeros(3, dtype=torch.long))  # noqa: E731
+    zeros = torch.zeros(3, dtype=torch.long)
+    only0 = lambda t: grouped_modx_loss(img[:3], t[:3], t_img[:3], t_txt[:3], zeros)  # noqa: E731
     assert only0(moved_txt).item() == only0(txt).item()
     assert grouped_modx_loss(img, moved_txt, t_img, t_txt, groups).item() != together.item()
     # one shared softmax over the whole batch would differ

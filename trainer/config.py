@@ -47,7 +47,8 @@ class TrainConfig:
     expert: bool = opt(False, "replayed rows are distilled against their stored expert embeddings (per source "
                        "snapshot), new rows against the parent; old rows cost no teacher forward")
     beta: float = opt(0.0, "expert feature term beta * (1 - cos(student, stored)), both towers, replayed rows")
-    expert_refresh: bool = opt(False, "a replayed pair's stored embeddings are replaced by the snapshot that replayed it")
+    expert_refresh: bool = opt(False, "a replayed pair's stored embeddings are replaced by the snapshot "
+                               "that replayed it")
     cache_teacher: bool = opt(True, "reuse teacher embeddings every epoch (augmentation off)")
     augment: bool = opt(False, "random 2-pixel translation of each batch")
     # EWC
@@ -151,5 +152,6 @@ def recipe_fields() -> list[tuple[str, type, object, str]]:
     out = []
     for f in fields(TrainConfig):
         assert f.default is not MISSING
-        out.append((f.name, types[f.type] if isinstance(f.type, str) else f.type, f.default, f.metadata.get("help", "")))
+        kind = types[f.type] if isinstance(f.type, str) else f.type
+        out.append((f.name, kind, f.default, f.metadata.get("help", "")))
     return out

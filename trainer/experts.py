@@ -96,5 +96,6 @@ def rows_for(experts: Experts | None, ids: Sequence[str]) -> tuple[torch.Tensor,
     image = np.zeros((n, dim), np.float32)
     text = np.zeros((n, dim), np.float32)
     version = np.full(n, -1, np.int64)
-    image[have], text[have], version[have] = experts.image[row[have]], experts.text[row[have]], experts.version[row[have]]
+    image[have], text[have] = experts.image[row[have]], experts.text[row[have]]
+    version[have] = experts.version[row[have]]
     return torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import struct
 import subprocess
@@ -118,9 +119,9 @@ def wait_for(condition, timeout_s: float = 30.0, interval_s: float = 0.1, messag
 
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODX_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"MODX_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:  # nested settings (the recipe) as JSON, which pydantic-settings parses
+            env[f"MODX_{name.upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     return env
 
 

@@ -16,14 +16,27 @@ import httpx
 from service.client import api_client
 from trainer.datasets.synthetic import SyntheticDataset
 
-QUERIES = ("a large red circle at the top left", "a small blue star at the center", "a large yellow square at the bottom right")
+QUERIES = (
+    "a large red circle at the top left",
+    "a small blue star at the center",
+    "a large yellow square at the bottom right",
+)
 
 
 def post_pairs(client: httpx.Client, pairs, batch: int = 64) -> dict[str, int]:
     counts: dict[str, int] = {}
     for i in range(0, len(pairs), batch):
-        body = {"pairs": [{"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(),
-                           "metadata": {"domain": p.domain}} for p in pairs[i : i + batch]]}  # fmt: skip
+        body = {
+            "pairs": [
+                {
+                    "id": p.id,
+                    "text": p.text,
+                    "image": base64.b64encode(p.image).decode(),
+                    "metadata": {"domain": p.domain},
+                }
+                for p in pairs[i : i + batch]
+            ]
+        }
         r = client.post("/v1/pairs", json=body)
         r.raise_for_status()
         for item in r.json()["accepted"]:
@@ -44,19 +57,31 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
 def recall_table(recall: dict) -> str:
     rows = recall["snapshots"]
     probes = sorted({p for r in rows for p in r["recall"]}, key=int)
-    lines = ["snapshot  status     " + "".join(f"{'phase ' + p:>16}" for p in probes),
-             "                     " + "".join(f"{'R@1 i2t/t2i':>16}" for _ in probes)]  # fmt: skip
+    lines = [
+        "snapshot  status     " + "".join(f"{'phase ' + p:>16}" for p in probes),
+        "                     " + "".join(f"{'R@1 i2t/t2i':>16}" for _ in probes),
+    ]
     for r in rows:
         cells = "".join(
-            f"{r['recall'][p]['i2t']['r1']:>8.2f}/{r['recall'][p]['t2i']['r1']:<7.2f}" if p in r["recall"] else f"{'-':>16}"
+            f"{r['recall'][p]['i2t']['r1']:>8.2f}/{r['recall'][p]['t2i']['r1']:<7.2f}"
+            if p in r["recall"]
+            else f"{'-':>16}"
             for p in probes
         )
         lines.append(f"v{r['snapshot']:<8} {r['status']:<10}{cells}")
     return "\n".join(lines)
 
 
-def run_demo(url: str, api_key: str | None = None, phases: int = 3, pairs_per_phase: int = 300,
-             timeout_s: float = 900) -> None:
+def _ram(drift: dict | None) -> str:
+    """RAM's mean angle per modality, 'image / text' degrees ('-' without that probe)."""
+    if drift is None:
+        return "      -       "
+    return f"{drift['ram']['image']['mean']:6.1f} / {drift['ram']['text']['mean']:<6.1f}"
+
+
+def run_demo(
+    url: str, api_key: str | None = None, phases: int = 3, pairs_per_phase: int = 300, timeout_s: float = 900
+) -> None:
     data = SyntheticDataset(n_domains=phases, pairs_per_domain=pairs_per_phase, seed=0)
     run = uuid.uuid4().hex[:6]  # fresh ids, so a second demo against the same stack brings new pairs
     with api_client(url, api_key) as client:
@@ -71,17 +96,19 @@ def run_demo(url: str, api_key: str | None = None, phases: int = 3, pairs_per_ph
             print(f"[{domain}] sealed phase {phase}: {info['n_train']} train / {info['n_probe']} probe pairs")
             t0 = time.monotonic()
             snap = wait_for(f"snapshot {phase}", lambda: _snapshot(client, phase), timeout_s)
-            print(f"[{domain}] snapshot v{phase} {snap['status']} after {time.monotonic() - t0:.0f}s "
-                  f"(method {snap.get('method')}, recipe {snap.get('recipe')})")  # fmt: skip
+            print(
+                f"[{domain}] snapshot v{phase} {snap['status']} after {time.monotonic() - t0:.0f}s "
+                f"(method {snap.get('method')}, recipe {snap.get('recipe')})"
+            )
             if snap["status"] == "accepted":
                 wait_for(f"index {phase} served by the API", lambda: _served(client) == phase, timeout_s)
                 print(f"[{domain}] index v{phase} serving after {time.monotonic() - t0:.0f}s")
             print(recall_table(client.get("/v1/recall").json()))
         drift = client.get("/v1/drift").json()["transitions"]
-        print("\ndrift (mean degrees): transition  RAM image / text   SAM change image / text")
+        print("\ndrift (mean degrees): RAM image / text, on the first phase's probe | on every probe pooled")
         for d in drift:
-            print(f"  v{d['from']} -> v{d['to']}   {d['ram']['image']['mean']:6.1f} / {d['ram']['text']['mean']:<6.1f}"
-                  f"    {d['sam_change']['image']['mean']:6.1f} / {d['sam_change']['text']['mean']:.1f}")  # fmt: skip
+            first = d["domains"].get(d["first"]) if d.get("first") is not None else None
+            print(f"  v{d['from']} -> v{d['to']}   {_ram(first)}  |  {_ram(d['pooled'])}")
         print("\nsearches:")
         for q in QUERIES:
             r = client.post("/v1/search", json={"text": q, "k": 3}).json()
@@ -93,13 +120,18 @@ def run_demo(url: str, api_key: str | None = None, phases: int = 3, pairs_per_ph
 def _seal_when_buffered(client: httpx.Client, n: int) -> int | None:
     """Seal the open phase once it holds the `n` pairs just posted; its number.
 
-    A 202 means the consumer has not answered yet: it seals the phase when it next polls.
+    A 202 means the consumer has not answered yet: it seals the phase when it next polls; a
+    429 (a seal asked too soon after the last one) is retried after its Retry-After.
     """
     phases = client.get("/v1/phases").json()["phases"]
     open_phase = next((p for p in phases if p["status"] == "open"), None)
     if open_phase is None or open_phase["n"] < n:
         return None
-    client.post("/v1/phases/seal").raise_for_status()
+    answer = client.post("/v1/phases/seal")
+    if answer.status_code == 429:  # seals are rate-limited: ask again after Retry-After
+        time.sleep(float(answer.headers.get("Retry-After", 1)))
+        return None
+    answer.raise_for_status()
     return open_phase["phase"]
 
 
@@ -109,8 +141,9 @@ def _served(client: httpx.Client) -> int | None:
 
 
 def _sealed(client: httpx.Client, phase: int) -> dict | None:
-    return next((p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase and p["status"] != "open"),
-                None)  # fmt: skip
+    return next(
+        (p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase and p["status"] != "open"), None
+    )
 
 
 def _snapshot(client: httpx.Client, version: int) -> dict | None:

@@ -24,9 +24,9 @@ from PIL import Image
 from service.app import create_app
 from service.buffer import Incoming
 from service.keys import KeyStore
-from service.writer import PhaseBuffer
 from service.settings import Settings
 from service.validation import Limits, validate_pair
+from service.writer import PhaseBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,12 @@ def pair_json(pair_id: str | None = None, text: str = "a red square", image: byt
 
 def incoming(*ids: str, offset: int = 0) -> list[Incoming]:
     """Valid pairs with these ids, as the consumer hands them to a phase buffer (partition 0)."""
-    return [Incoming(validate_pair(pair_json(i, text=f"caption {i}", image=make_png(color=(n, 0, 0))), Limits()),
-                     0, offset + n) for n, i in enumerate(ids)]  # fmt: skip
+    return [
+        Incoming(
+            validate_pair(pair_json(i, text=f"caption {i}", image=make_png(color=(n, 0, 0))), Limits()), 0, offset + n
+        )
+        for n, i in enumerate(ids)
+    ]
 
 
 def open_buffer(path, phase_size=1000, max_age=3600.0, probe_fraction=0.1) -> PhaseBuffer:
@@ -88,8 +92,9 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list:
     Reads until each partition's position reaches the high watermark that the broker
     reported in a fetch response, so an empty answer means the topic is empty.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=50)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50
+    )
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not tps:
@@ -97,8 +102,9 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         messages, deadline = [], time.monotonic() + timeout_s
-        while not all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp)
-                      for tp in tps):  # fmt: skip
+        while not all(
+            consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps
+        ):
             assert time.monotonic() < deadline, f"could not read {topic} to its end in {timeout_s}s"
             for batch in consumer.poll(timeout_ms=100).values():
                 messages.extend(batch)
@@ -164,8 +170,10 @@ def write_phases(settings: Settings, stream, n: int) -> None:
     """One sealed phase per synthetic domain, through the consumer's writer."""
     with PhaseBuffer.from_settings(settings) as buf:
         for domain in stream.domains[:n]:
-            batch = [Incoming(validate_pair(pair_json(p.id, p.text, p.image, metadata={"domain": domain}), Limits()))
-                     for p in stream.generate(domain)]  # fmt: skip
+            batch = [
+                Incoming(validate_pair(pair_json(p.id, p.text, p.image, metadata={"domain": domain}), Limits()))
+                for p in stream.generate(domain)
+            ]
             buf.append(batch)
             buf.seal("request")
 

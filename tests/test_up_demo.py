@@ -29,8 +29,9 @@ def test_up_then_demo(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     log = tmp_path / "up.log"
     with open(log, "wb") as out:  # run where a user runs it: both default to ./data, no key handed over
-        up = subprocess.Popen(modx("up", "--port", str(port)), cwd=tmp_path, env=env, stdout=out,
-                              stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            modx("up", "--port", str(port)), cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 120
         while "modx is up" not in log.read_text():
@@ -41,10 +42,10 @@ def test_up_then_demo(tmp_path):
         assert demo.returncode == 0, demo.stdout + demo.stderr
         out = demo.stdout
         assert "sealed phase 2" in out and "index v2 serving" in out
-        table = out[out.rindex("snapshot  status"):out.index("drift (mean degrees)")]
+        table = out[out.rindex("snapshot  status") : out.index("drift (mean degrees)")]
         assert "v1" in table and "v2" in table and "phase 2" in table  # every snapshot, every phase's probe
         assert "v0 -> v1" in out and "v1 -> v2" in out  # drift of each transition
-        assert out.count("(snapshot v2, index v2)") == 3  # the searches, answered by the newest pair
+        assert out.count("(snapshot v2, index v2)") == 3  # the searches, answered by the newest snapshot and its index
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(60) == 0, log.read_text()[-3000:]

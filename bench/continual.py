@@ -30,24 +30,77 @@ from bench.common import apply_preset, command, machine, write_result
 from trainer.config import TrainConfig
 from trainer.datasets import get_dataset
 from trainer.simulate import simulate
-from trainer.tune import SELECT_ON, pareto, point
 
 PRESETS = {
-    "smoke": dict(dataset="synthetic", dataset_kw=dict(n_domains=3, pairs_per_domain=48), model="modx-tiny",
-                  first_epochs=1, epochs=1, batch_size=16, lr=5e-4, seeds=[0], device="cpu"),
+    "smoke": dict(
+        dataset="synthetic",
+        dataset_kw=dict(n_domains=3, pairs_per_domain=48),
+        model="modx-tiny",
+        first_epochs=1,
+        epochs=1,
+        batch_size=16,
+        lr=5e-4,
+        seeds=[0],
+        device="cpu",
+    ),
     # what a 2-core machine shared with other work finishes in minutes: 3 synthetic domains
-    "mini": dict(dataset="synthetic", dataset_kw=dict(n_domains=3, pairs_per_domain=300), model="modx-tiny",
-                 first_epochs=30, epochs=10, batch_size=64, lr=5e-4, seeds=[0], device="cpu"),
-    "synthetic": dict(dataset="synthetic", dataset_kw={}, model="modx-tiny", first_epochs=30, epochs=20, batch_size=64,
-                      lr=5e-4, seeds=[0, 1, 2], device="cpu"),  # the `modx simulate` defaults
-    "cpu": dict(dataset="emoji", dataset_kw=dict(size=32), model="modx-tiny", first_epochs=40, epochs=15,
-                batch_size=128, lr=5e-4, seeds=[0, 1, 2], device="cpu"),
+    "mini": dict(
+        dataset="synthetic",
+        dataset_kw=dict(n_domains=3, pairs_per_domain=300),
+        model="modx-tiny",
+        first_epochs=30,
+        epochs=10,
+        batch_size=64,
+        lr=5e-4,
+        seeds=[0],
+        device="cpu",
+    ),
+    "synthetic": dict(
+        dataset="synthetic",
+        dataset_kw={},
+        model="modx-tiny",
+        first_epochs=30,
+        epochs=20,
+        batch_size=64,
+        lr=5e-4,
+        seeds=[0, 1, 2],
+        device="cpu",
+    ),  # the `modx simulate` defaults
+    "cpu": dict(
+        dataset="emoji",
+        dataset_kw=dict(size=32),
+        model="modx-tiny",
+        first_epochs=40,
+        epochs=15,
+        batch_size=128,
+        lr=5e-4,
+        seeds=[0, 1, 2],
+        device="cpu",
+    ),
     # the size of the issue's reference run: 4-layer towers of width 128, 60 + 20 epochs
-    "reference": dict(dataset="emoji", dataset_kw=dict(size=32), model="modx-small", first_epochs=60, epochs=20,
-                      batch_size=128, lr=5e-4, seeds=[0, 1, 2], device="cuda"),
-    "gpu": dict(dataset="emoji", dataset_kw=dict(size=224), model="ViT-B-32", first_epochs=100, epochs=40,
-                batch_size=256, lr=5e-4, seeds=[0, 1, 2], device="cuda"),
-}  # fmt: skip
+    "reference": dict(
+        dataset="emoji",
+        dataset_kw=dict(size=32),
+        model="modx-small",
+        first_epochs=60,
+        epochs=20,
+        batch_size=128,
+        lr=5e-4,
+        seeds=[0, 1, 2],
+        device="cuda",
+    ),
+    "gpu": dict(
+        dataset="emoji",
+        dataset_kw=dict(size=224),
+        model="ViT-B-32",
+        first_epochs=100,
+        epochs=40,
+        batch_size=256,
+        lr=5e-4,
+        seeds=[0, 1, 2],
+        device="cuda",
+    ),
+}
 
 # name -> TrainConfig fields over the preset's budget (TrainConfig's defaults: replay 1, balanced,
 # drawn afresh each epoch; warmup over 20% of a phase's steps)
@@ -79,8 +132,11 @@ SWEEP = {
 }
 RECIPES = BASELINES | SWEEP
 FINAL = [CONVERGED_JOINT, JOINT, "ct", "modx (paper form)", "ct + replay", "modx logit a0.5 + replay"]
-RECIPE_SETS = {"baselines": BASELINES, "sweep": {n: RECIPES[n] for n in [CONVERGED_JOINT, *SWEEP]},
-               "final": {n: RECIPES[n] for n in FINAL}}
+RECIPE_SETS = {
+    "baselines": BASELINES,
+    "sweep": {n: RECIPES[n] for n in [CONVERGED_JOINT, *SWEEP]},
+    "final": {n: RECIPES[n] for n in FINAL},
+}
 SELECT_SPLIT = "train"  # the target measures retention of trained pairs
 SPLITS = ("train", "probe", "validation", "test")
 
@@ -121,8 +177,11 @@ def final_table(runs: dict, split: str) -> list[str]:
     lines = ["| recipe | style | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |", "|" + "---|" * 8]
     for name, entries in rows.items():
         for d in domains:
-            cells = [fmt([split_recall(e, split)[d][dir_][k] for e in entries])
-                     for dir_ in ("i2t", "t2i") for k in ("r1", "r5", "r10")]  # fmt: skip
+            cells = [
+                fmt([split_recall(e, split)[d][dir_][k] for e in entries])
+                for dir_ in ("i2t", "t2i")
+                for k in ("r1", "r5", "r10")
+            ]
             lines.append(f"| {name} | {d} | " + " | ".join(cells) + " |")
     return lines
 
@@ -151,9 +210,13 @@ def continual_table(runs: dict, split: str) -> list[str]:
     for name, seeds in runs.items():
         results = list(seeds.values())
         s = [summary_of(r, split) for r in results]
-        row = [fmt([x["average"] for x in s]), fmt([x["forgetting"] for x in s]), fmt([x["bwt"] for x in s]),
-               fmt([max(r["summary"]["compute"]["vs_new"]) for r in results], 2),
-               fmt([r["summary"]["compute"]["total_vs_joint"] for r in results], 2)]  # fmt: skip
+        row = [
+            fmt([x["average"] for x in s]),
+            fmt([x["forgetting"] for x in s]),
+            fmt([x["bwt"] for x in s]),
+            fmt([max(r["summary"]["compute"]["vs_new"]) for r in results], 2),
+            fmt([r["summary"]["compute"]["total_vs_joint"] for r in results], 2),
+        ]
         for j in joints:
             ratios, worst = [], []
             for seed, r in seeds.items():
@@ -190,10 +253,14 @@ def drift_table(runs: dict) -> list[str]:
                         cells = " | ".join(f"{fractions[:, i].mean():.2f}" for i in range(len(labels)))
                         what = metric + (f" {part}" if part else "")
                         means = [h["mean"] for h in hists if h["mean"] is not None]
-                        lines.append(f"| {name} | {t - 1}→{t} | {on} | {what} | {cells} | "
-                                     f"{fmt(means, 1) if means else '-'} | " + " ".join(labels) + " |")
-    head = ["| recipe | transition | probe | measure | bin 1 | bin 2 | bin 3 | bin 4 | bin 5 | mean ° | bins |",
-            "|" + "---|" * 11]
+                        lines.append(
+                            f"| {name} | {t - 1}→{t} | {on} | {what} | {cells} | "
+                            f"{fmt(means, 1) if means else '-'} | " + " ".join(labels) + " |"
+                        )
+    head = [
+        "| recipe | transition | probe | measure | bin 1 | bin 2 | bin 3 | bin 4 | bin 5 | mean ° | bins |",
+        "|" + "---|" * 11,
+    ]
     return head + lines if lines else []
 
 
@@ -213,17 +280,25 @@ def choose(runs: dict, seeds: list[int]) -> dict | None:
         if next(iter(by_seed.values()))["method"] == "joint":  # the upper bounds are not candidates
             continue
         by_seed = {str(k): v for k, v in by_seed.items()}
-        pts = [retention_vs_joint(by_seed[str(s)], joint[str(s)]) for s in seeds if str(s) in by_seed and str(s) in joint]
+        pts = [
+            retention_vs_joint(by_seed[str(s)], joint[str(s)]) for s in seeds if str(s) in by_seed and str(s) in joint
+        ]
         if pts:
-            points[name] = {"min_vs_joint": float(np.mean([p[1] for p in pts])),
-                            "average_vs_joint": float(np.mean([p[0] for p in pts]))}
+            points[name] = {
+                "min_vs_joint": float(np.mean([p[1] for p in pts])),
+                "average_vs_joint": float(np.mean([p[0] for p in pts])),
+            }
     if len(points) < 2:
         return None
     best = max(points, key=lambda n: points[n]["min_vs_joint"])
     modx = [n for n in points if RECIPES.get(n, {}).get("method") == "modx"]
     best_modx = max(modx, key=lambda n: points[n]["min_vs_joint"]) if modx else None
-    return {"select_on": f"min over domains of final {SELECT_SPLIT} R@1 / `{CONVERGED_JOINT}`'s, seeds {seeds}",
-            "chosen": best, "chosen_modx": best_modx, "points": points}
+    return {
+        "select_on": f"min over domains of final {SELECT_SPLIT} R@1 / `{CONVERGED_JOINT}`'s, seeds {seeds}",
+        "chosen": best,
+        "chosen_modx": best_modx,
+        "points": points,
+    }
 
 
 def data_lines(info: dict) -> list[str]:
@@ -231,8 +306,10 @@ def data_lines(info: dict) -> list[str]:
     lines = []
     for name, style in info.get("styles", {}).items():
         counts = ", ".join(f"{k} {v}" for k, v in info["counts"][name].items())
-        lines.append(f"- style `{name}`: {style['package']}@{style['version']} (art licence: {style['art_license']}); "
-                     f"pairs: {counts}")  # fmt: skip
+        lines.append(
+            f"- style `{name}`: {style['package']}@{style['version']} (art licence: {style['art_license']}); "
+            f"pairs: {counts}"
+        )
     if "names" in info:
         n = info["names"]
         lines.append(f"- captions: {n['package']}@{n['version']} ({n['license']}), CLDR names in `{n['language']}`")
@@ -242,27 +319,51 @@ def data_lines(info: dict) -> list[str]:
 def report(result: dict) -> str:
     runs, args = result["runs"], result["args"]
     first = next(iter(next(iter(runs.values())).values()))
-    lines = [f"# Continual benchmark: {first['dataset']} ({', '.join(first['domains'])})", "",
-             f"- command: `{result['machine']['command']}`",
-             f"- machine: {result['machine'].get('gpu') or result['machine']['cpu']}, {result['machine']['cores']} cores, "
-             f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
-             f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
-             f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
-             *[f"- combined from: `{m['command']}` (date {m['date']}, commit {m['commit']})" for m in result.get("parts", [])],
-             "- R@K as fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
-             *data_lines(result.get("dataset", {})), ""]  # fmt: skip
+    lines = [
+        f"# Continual benchmark: {first['dataset']} ({', '.join(first['domains'])})",
+        "",
+        f"- command: `{result['machine']['command']}`",
+        f"- machine: {result['machine'].get('gpu') or result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
+        f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
+        f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
+        *[
+            f"- combined from: `{m['command']}` (date {m['date']}, commit {m['commit']})"
+            for m in result.get("parts", [])
+        ],
+        "- R@K as fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",
+        *data_lines(result.get("dataset", {})),
+        "",
+    ]
     chosen = result.get("choice")
     if chosen:
-        lines += [f"**Chosen on {chosen['select_on']}: `{chosen['chosen']}`; best Mod-X recipe: "
-                  f"`{chosen['chosen_modx']}`**", "", "| recipe (tuning seeds) | min domain % of converged joint | "
-                  "average % of converged joint |", "|---|---|---|"]
-        lines += [f"| {n} | {100 * p['min_vs_joint']:.1f} | {100 * p['average_vs_joint']:.1f} |"
-                  for n, p in sorted(chosen["points"].items(), key=lambda kv: -kv[1]["min_vs_joint"])]
+        lines += [
+            f"**Chosen on {chosen['select_on']}: `{chosen['chosen']}`; best Mod-X recipe: `{chosen['chosen_modx']}`**",
+            "",
+            "| recipe (tuning seeds) | min domain % of converged joint | average % of converged joint |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {100 * p['min_vs_joint']:.1f} | {100 * p['average_vs_joint']:.1f} |"
+            for n, p in sorted(chosen["points"].items(), key=lambda kv: -kv[1]["min_vs_joint"])
+        ]
         lines.append("")
     for split in splits_of(first):
-        lines += [f"## Split `{split}`", "", "### After the last phase", "", *final_table(runs, split), "",
-                  "### Continual metrics", "", *continual_table(runs, split), "",
-                  "### Accuracy matrices (R@1)", "", *matrix_table(runs, split)]  # fmt: skip
+        lines += [
+            f"## Split `{split}`",
+            "",
+            "### After the last phase",
+            "",
+            *final_table(runs, split),
+            "",
+            "### Continual metrics",
+            "",
+            *continual_table(runs, split),
+            "",
+            "### Accuracy matrices (R@1)",
+            "",
+            *matrix_table(runs, split),
+        ]
     drift = drift_table(runs)
     if drift:
         lines += ["## Drift on the probes (fraction per degree bin, mean over seeds)", "", *drift, ""]
@@ -320,13 +421,24 @@ def run(args) -> dict:
             cfg = base.with_(seed=seed, **fields_)
             print(f"== {name} seed {seed}", flush=True)
             joint_epochs = args.first_epochs if name == CONVERGED_JOINT else None
-            runs.setdefault(name, {})[seed] = simulate(dataset, cfg, model_name=args.model, first_epochs=args.first_epochs,
-                                                       first_lr=args.lr,
-                                                       joint_epochs=joint_epochs, work_dir=args.work_dir)  # fmt: skip
-    result = {"benchmark": "continual", "preset": args.preset,
-              "args": {k: v for k, v in vars(args).items() if k not in ("work_dir", "argv")},
-              "recipes": recipes, "machine": machine(args.device, command("bench.continual", args.argv)),
-              "dataset": dataset.info(), "runs": runs}  # fmt: skip
+            runs.setdefault(name, {})[seed] = simulate(
+                dataset,
+                cfg,
+                model_name=args.model,
+                first_epochs=args.first_epochs,
+                first_lr=args.lr,
+                joint_epochs=joint_epochs,
+                work_dir=args.work_dir,
+            )
+    result = {
+        "benchmark": "continual",
+        "preset": args.preset,
+        "args": {k: v for k, v in vars(args).items() if k not in ("work_dir", "argv")},
+        "recipes": recipes,
+        "machine": machine(args.device, command("bench.continual", args.argv)),
+        "dataset": dataset.info(),
+        "runs": runs,
+    }
     return result
 
 
@@ -335,8 +447,12 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--recipes", default="final", help="final | baselines | sweep | comma-separated recipe names")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
-    p.add_argument("--tune-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0],
-                   help="the seeds the recipe is chosen on (report the others)")
+    p.add_argument(
+        "--tune-seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[0],
+        help="the seeds the recipe is chosen on (report the others)",
+    )
     p.add_argument("--model")
     p.add_argument("--first-epochs", type=int)
     p.add_argument("--epochs", type=int)
@@ -345,9 +461,15 @@ def main(argv=None) -> dict:
     p.add_argument("--device")
     p.add_argument("--work-dir", type=Path, default=Path(".cache/bench-continual"), help="snapshot cache")
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, report.md and plots")
-    p.add_argument("--render", action="store_true", help="only redraw report.md and the plots from --out's results.json")
-    p.add_argument("--combine", type=lambda s: [Path(x) for x in s.split(",")], default=None,
-                   help="directories of earlier runs (other seeds or recipes) to combine into --out")
+    p.add_argument(
+        "--render", action="store_true", help="only redraw report.md and the plots from --out's results.json"
+    )
+    p.add_argument(
+        "--combine",
+        type=lambda s: [Path(x) for x in s.split(",")],
+        default=None,
+        help="directories of earlier runs (other seeds or recipes) to combine into --out",
+    )
     args = p.parse_args(argv)
     if args.render:
         return render(json.loads((args.out / "results.json").read_text()), args.out)

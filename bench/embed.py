@@ -95,8 +95,13 @@ def index_stage(vectors: np.ndarray, ids: list[str], out_dir: Path, args) -> flo
 
 def stage_row(stage: str, images: int, seconds: float) -> dict:
     rate = images / seconds
-    return {"stage": stage, "images": images, "seconds": round(seconds, 3), "images_per_s": round(rate, 1),
-            "projected_1m_s": round(TARGET_IMAGES / rate, 1)}  # fmt: skip
+    return {
+        "stage": stage,
+        "images": images,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(rate, 1),
+        "projected_1m_s": round(TARGET_IMAGES / rate, 1),
+    }
 
 
 def judge(rows: list[dict]) -> tuple[str, dict]:
@@ -132,27 +137,48 @@ def main(argv=None) -> dict:
         encode_s, vectors = encode_stage(encoder, items, args.batch)
         index_s = index_stage(vectors, [pid for pid, _ in records], Path(tmp) / "index-build", args)
         t0 = time.perf_counter()
-        index = reindex(0, records, encoder, Path(tmp) / "reindex", args.kind, batch_size=args.batch,
-                        workers=args.workers, device=args.index_device)  # fmt: skip
+        index = reindex(
+            0,
+            records,
+            encoder,
+            Path(tmp) / "reindex",
+            args.kind,
+            batch_size=args.batch,
+            workers=args.workers,
+            device=args.index_device,
+        )
         e2e_s = time.perf_counter() - t0
-    rows = [stage_row("end-to-end", index.size, e2e_s), stage_row("decode+prep", n_decoded, decode_s),
-            stage_row("encode", len(items), encode_s), stage_row("index build", len(records), index_s)]  # fmt: skip
+    rows = [
+        stage_row("end-to-end", index.size, e2e_s),
+        stage_row("decode+prep", n_decoded, decode_s),
+        stage_row("encode", len(items), encode_s),
+        stage_row("index build", len(records), index_s),
+    ]
     bound, target = judge(rows)
     projected = target["projected_s"]
     verdict = "met" if target["met"] else f"missed by {projected / TARGET_S:.1f}x"
 
-    print(f"{args.model} on {args.device}: {args.images} PNG images of {args.image_size} px "
-          f"({len(records[0][1]) // 1024} KiB each), batch {args.batch}, {args.workers} decode workers, "
-          f"torch threads {torch.get_num_threads()}, index {index.kind} ({index.backend})")  # fmt: skip
+    print(
+        f"{args.model} on {args.device}: {args.images} PNG images of {args.image_size} px "
+        f"({len(records[0][1]) // 1024} KiB each), batch {args.batch}, {args.workers} decode workers, "
+        f"torch threads {torch.get_num_threads()}, index {index.kind} ({index.backend})"
+    )
     print(f"{'stage':<13}{'images':>9}{'seconds':>10}{'images/s':>11}{'1M images s':>13}")
     for r in rows:
-        print(f"{r['stage']:<13}{r['images']:>9}{r['seconds']:>10}{r['images_per_s']:>11}"
-              f"{r['projected_1m_s']:>13}")  # fmt: skip
-    print(f"target: {TARGET_IMAGES:,} images re-embedded and indexed in <= {TARGET_S:.0f} s "
-          f"(>= {TARGET_IMAGES / TARGET_S:,.0f} images/s); projected {projected} s: {verdict}; bound: {bound}")  # fmt: skip
-    result = {"benchmark": "embed", "args": vars(args), "rows": rows, "bound": bound, "target": target,
-              "index": {"kind": index.kind, "backend": index.backend, "size": index.size},
-              "machine": machine(args.device, command("bench.embed", argv))}  # fmt: skip
+        print(f"{r['stage']:<13}{r['images']:>9}{r['seconds']:>10}{r['images_per_s']:>11}{r['projected_1m_s']:>13}")
+    print(
+        f"target: {TARGET_IMAGES:,} images re-embedded and indexed in <= {TARGET_S:.0f} s "
+        f"(>= {TARGET_IMAGES / TARGET_S:,.0f} images/s); projected {projected} s: {verdict}; bound: {bound}"
+    )
+    result = {
+        "benchmark": "embed",
+        "args": vars(args),
+        "rows": rows,
+        "bound": bound,
+        "target": target,
+        "index": {"kind": index.kind, "backend": index.backend, "size": index.size},
+        "machine": machine(args.device, command("bench.embed", argv)),
+    }
     if args.out:
         write_result(args.out, result)
     return result

@@ -56,8 +56,12 @@ def png(i: int) -> bytes:
 def pair(i: int) -> dict:
     import base64
 
-    return {"id": f"f{i:06d}", "text": f"square number {i} of shade {i % 17}",
-            "image": base64.b64encode(png(i)).decode(), "metadata": {"n": i}}
+    return {
+        "id": f"f{i:06d}",
+        "text": f"square number {i} of shade {i % 17}",
+        "image": base64.b64encode(png(i)).decode(),
+        "metadata": {"n": i},
+    }
 
 
 @dataclass
@@ -96,9 +100,13 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODX_")}
         env.update(MODX_REDIS_URL=self.redis_url, MODX_LOG_DIR=str(self.logs), **env_extra)
         out = open(work / "up.log", "ab")
-        self.up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(self.api_port),
-                                    "--data-dir", str(data_dir)], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        self.up = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "up", "--port", str(self.api_port), "--data-dir", str(data_dir)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 180
         while "modx is up" not in (work / "up.log").read_text(errors="replace"):
             if self.up.poll() is not None or time.monotonic() > deadline:
@@ -109,8 +117,9 @@ class Stack:
     def start_redis(self) -> None:
         # not service.infra.start_process: its PDEATHSIG would stop Redis with the thread that restarted it
         with open(self.logs / "redis.log", "ab") as out:
-            self.redis_proc = subprocess.Popen(redis_argv(self.redis_port, self.logs), stdout=out,
-                                               stderr=subprocess.STDOUT, start_new_session=True)
+            self.redis_proc = subprocess.Popen(
+                redis_argv(self.redis_port, self.logs), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 15
         while not redis_ready(self.redis_url):
             if time.monotonic() > deadline:
@@ -151,8 +160,12 @@ class Stack:
             code = self.up.wait(60)
         stop_process(self.redis_proc)
         text = (self.work / "up.log").read_text(errors="replace")
-        return {"exit_code": code, "stop_s": round(time.monotonic() - t0, 1), "stopped": "modx stopped" in text,
-                "abandoned": "abandoned" in text}
+        return {
+            "exit_code": code,
+            "stop_s": round(time.monotonic() - t0, 1),
+            "stopped": "modx stopped" in text,
+            "abandoned": "abandoned" in text,
+        }
 
 
 def writer(stack: Stack, log: Log, n: int, rate: float, stop: threading.Event, batch: int = 20) -> None:
@@ -374,9 +387,16 @@ def check(stack: Stack, log: Log) -> dict:
         "lost": len(log.acked - written),
         "duplicated": len(ids) - len(written),
         "unacknowledged_but_buffered": len(written - log.acked),  # a 5xx/timeout whose pairs got in anyway
-        "phases": [{"phase": p.phase, "status": p.status, "n": p.n,
-                    "snapshot_status": (p.status_record or {}).get("snapshot_status"),
-                    "error": (p.status_record or {}).get("error")} for p in phases],
+        "phases": [
+            {
+                "phase": p.phase,
+                "status": p.status,
+                "n": p.n,
+                "snapshot_status": (p.status_record or {}).get("snapshot_status"),
+                "error": (p.status_record or {}).get("error"),
+            }
+            for p in phases
+        ],
         "phases_failed": sum(p.status == "failed" for p in phases),
         "phases_not_trained": sum(p.status != "trained" for p in sealed),
         "snapshot_statuses": snapshots,
@@ -426,14 +446,26 @@ def run(args, faults_on: bool = True) -> dict:
     why_not = loopfs.available() if faults_on else "no faults in this run"
     with contextlib_loop(work, args.disk_mb, why_not) as fs:
         data_dir = (fs.mount if fs else work) / "data"
-        env = {"MODX_MODEL": "modx-tiny", "MODX_TRAIN_EPOCHS": str(args.epochs), "MODX_PHASE_SIZE": str(args.phase_size),
-               "MODX_PHASE_MAX_AGE_S": "86400", "MODX_WORKER_POLL_S": "0.5", "MODX_INDEX_POLL_S": "1",
-               "MODX_MIN_FREE_BYTES": str(8 << 20), "MODX_CONSUMER_RETRY_CAP_S": "2", "MODX_TRAIN_RETRY_FIRST_S": "2",
-               "MODX_TRAIN_RETRY_CAP_S": "20", "MODX_SEAL_MIN_INTERVAL_S": "1", "MODX_SEAL_WAIT_S": "10"}
+        env = {
+            "MODX_MODEL": "modx-tiny",
+            "MODX_TRAIN_EPOCHS": str(args.epochs),
+            "MODX_PHASE_SIZE": str(args.phase_size),
+            "MODX_PHASE_MAX_AGE_S": "86400",
+            "MODX_WORKER_POLL_S": "0.5",
+            "MODX_INDEX_POLL_S": "1",
+            "MODX_MIN_FREE_BYTES": str(8 << 20),
+            "MODX_CONSUMER_RETRY_CAP_S": "2",
+            "MODX_TRAIN_RETRY_FIRST_S": "2",
+            "MODX_TRAIN_RETRY_CAP_S": "20",
+            "MODX_SEAL_MIN_INTERVAL_S": "1",
+            "MODX_SEAL_WAIT_S": "10",
+        }
         stack = Stack(work, data_dir, env)
         log, stop = Log(), threading.Event()
-        threads = [threading.Thread(target=writer, args=(stack, log, args.pairs, args.rate, stop), daemon=True),
-                   threading.Thread(target=searcher, args=(stack, log, stop), daemon=True)]
+        threads = [
+            threading.Thread(target=writer, args=(stack, log, args.pairs, args.rate, stop), daemon=True),
+            threading.Thread(target=searcher, args=(stack, log, stop), daemon=True),
+        ]
         if faults_on:
             threads.append(threading.Thread(target=driver, args=(stack, log, args, fs, stop), daemon=True))
         try:
@@ -447,8 +479,14 @@ def run(args, faults_on: bool = True) -> dict:
             time.sleep(2)
             stop.set()
             threads[1].join(60)
-            result = {"streamed_s": streamed_s, "settle": settled, **check(stack, log), "faults": log.faults,
-                      "recovery": recovery_summary(log.faults), "disk_faults": why_not or "on"}
+            result = {
+                "streamed_s": streamed_s,
+                "settle": settled,
+                **check(stack, log),
+                "faults": log.faults,
+                "recovery": recovery_summary(log.faults),
+                "disk_faults": why_not or "on",
+            }
         finally:
             stop.set()
             result_stop = stack.stop()
@@ -474,26 +512,40 @@ def verdict(result: dict, baseline: dict | None) -> dict:
     reference = baseline["snapshot_statuses"] if baseline else expected_statuses(n)
     same = {int(k): v for k, v in reference.items()} == {int(k): v for k, v in result["snapshot_statuses"].items()}
     kills = sum(1 for e in result["faults"] if e["fault"].startswith("kill") and e.get("process_back_s") is not None)
-    return {"lost": result["lost"], "duplicated": result["duplicated"], "search_5xx": result["search_5xx"],
-            "phases_failed": result["phases_failed"], "phases_not_trained": result["phases_not_trained"],
-            "statuses_match_no_fault_run": same, "kills": kills,
-            "refused_outside_api_down": result["search_refused_outside_api_down"],
-            "ok": result["lost"] == 0 and result["duplicated"] == 0 and result["search_5xx"] == 0
-            and result["phases_failed"] == 0 and result["phases_not_trained"] == 0 and same}
+    return {
+        "lost": result["lost"],
+        "duplicated": result["duplicated"],
+        "search_5xx": result["search_5xx"],
+        "phases_failed": result["phases_failed"],
+        "phases_not_trained": result["phases_not_trained"],
+        "statuses_match_no_fault_run": same,
+        "kills": kills,
+        "refused_outside_api_down": result["search_refused_outside_api_down"],
+        "ok": result["lost"] == 0
+        and result["duplicated"] == 0
+        and result["search_5xx"] == 0
+        and result["phases_failed"] == 0
+        and result["phases_not_trained"] == 0
+        and same,
+    }
 
 
 def table(result: dict) -> str:
     v = result["verdict"]
-    lines = [f"acknowledged {result['acknowledged']}, buffered {result['buffered']}: lost {v['lost']}, "
-             f"duplicated {v['duplicated']}",
-             f"phases: {[(p['phase'], p['status'], p['n']) for p in result['phases']]}",
-             f"snapshots: {result['snapshot_statuses']} (match a run without faults: {v['statuses_match_no_fault_run']})",
-             f"search: {result['search']} (5xx {v['search_5xx']}, refused outside API downtime "
-             f"{v['refused_outside_api_down']})",
-             f"kills: {v['kills']}; disk faults: {result['disk_faults']}", "recovery (s):"]
+    lines = [
+        f"acknowledged {result['acknowledged']}, buffered {result['buffered']}: lost {v['lost']}, "
+        f"duplicated {v['duplicated']}",
+        f"phases: {[(p['phase'], p['status'], p['n']) for p in result['phases']]}",
+        f"snapshots: {result['snapshot_statuses']} (match a run without faults: {v['statuses_match_no_fault_run']})",
+        f"search: {result['search']} (5xx {v['search_5xx']}, refused outside API downtime "
+        f"{v['refused_outside_api_down']})",
+        f"kills: {v['kills']}; disk faults: {result['disk_faults']}",
+        "recovery (s):",
+    ]
     for kind, row in result["recovery"].items():
-        lines.append(f"  {kind:24s} n={row['n']:3d} recovered={row['recovered']:3d} median={row['median_s']} "
-                     f"max={row['max_s']}")
+        lines.append(
+            f"  {kind:24s} n={row['n']:3d} recovered={row['recovered']:3d} median={row['median_s']} max={row['max_s']}"
+        )
     lines.append(f"OK: {v['ok']}")
     return "\n".join(lines)
 
@@ -518,8 +570,13 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, name) is None:
             setattr(args, name, value)
     out = args.out or ROOT / "bench" / "results" / "faults" / f"{args.preset}.json"
-    result = {"benchmark": "faults", "preset": args.preset, "machine": machine(),
-              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")}, **run(args)}
+    result = {
+        "benchmark": "faults",
+        "preset": args.preset,
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
+        **run(args),
+    }
     baseline = None
     if args.baseline:  # after the faulted run, so its figures exist even if this one is cut short
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -51,17 +51,22 @@ from trainer.datasets.synthetic import SyntheticDataset
 PRESETS = {  # pairs per phase; fresh: single pairs timed after phase 1; epochs and batch of the trainer
     "smoke": dict(pairs=48, fresh=3, phases=1, epochs=1, batch_size=16, model="modx-tiny", device="cpu", timeout=300),
     "cpu": dict(pairs=1000, fresh=20, phases=2, epochs=3, batch_size=64, model="modx-tiny", device="cpu", timeout=900),
-    "gpu": dict(pairs=10_000, fresh=20, phases=2, epochs=3, batch_size=256, model="ViT-B-32", device="cuda",
-                timeout=900),
-}  # fmt: skip
+    "gpu": dict(
+        pairs=10_000, fresh=20, phases=2, epochs=3, batch_size=256, model="ViT-B-32", device="cuda", timeout=900
+    ),
+}
 TARGET_FRESH_S = 5.0
 TARGET_SEAL_S = {"gpu": 60.0}
 POST_BATCH = 256
 
 
 def body(pairs) -> dict:
-    return {"pairs": [{"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(),
-                       "metadata": {"domain": p.domain}} for p in pairs]}  # fmt: skip
+    return {
+        "pairs": [
+            {"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(), "metadata": {"domain": p.domain}}
+            for p in pairs
+        ]
+    }
 
 
 def post(client: httpx.Client, pairs) -> None:
@@ -162,11 +167,17 @@ def run(args) -> dict:
     phase_pairs = [[replace(p, id=f"p{t}-{p.id}") for p in data.generate(d)] for t, d in enumerate(domains, start=1)]
     fresh = SyntheticDataset(n_domains=1, pairs_per_domain=args.fresh, seed=args.seed + 99).generate("basic")
     env = {
-        "MODX_MODEL": args.model, "MODX_DEVICE": args.device, "MODX_RECIPE__EPOCHS": str(args.epochs),
-        "MODX_RECIPE__BATCH_SIZE": str(args.batch_size), "MODX_PHASE_SIZE": str(10**9),
-    }  # fmt: skip
-    for name, value in (("INDEX_POLL_S", args.index_poll_s), ("WORKER_POLL_S", args.worker_poll_s),
-                        ("CONSUMER_POLL_MS", args.consumer_poll_ms)):  # fmt: skip
+        "MODX_MODEL": args.model,
+        "MODX_DEVICE": args.device,
+        "MODX_RECIPE__EPOCHS": str(args.epochs),
+        "MODX_RECIPE__BATCH_SIZE": str(args.batch_size),
+        "MODX_PHASE_SIZE": str(10**9),
+    }
+    for name, value in (
+        ("INDEX_POLL_S", args.index_poll_s),
+        ("WORKER_POLL_S", args.worker_poll_s),
+        ("CONSUMER_POLL_MS", args.consumer_poll_ms),
+    ):
         if value is not None:
             env[f"MODX_{name}"] = str(value)
     phases, fresh_rows = [], []
@@ -175,11 +186,17 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         stack = cleanup.enter_context(service_stack(data_dir, ["consumer", "trainer", "indexer"], env))
         client = cleanup.enter_context(stack.client())
-        wait_for("CLIP_0 and its index", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == 0,
-                 stack, args.timeout)  # fmt: skip
+        wait_for(
+            "CLIP_0 and its index",
+            lambda: client.get("/v1/snapshots").json()["serving"].get("index") == 0,
+            stack,
+            args.timeout,
+        )
         startup_s = time.perf_counter() - t0
-        settings = {k: stack.env.get(f"MODX_{k.upper()}", Settings.model_fields[k].default)
-                    for k in ("index_poll_s", "worker_poll_s", "consumer_poll_ms", "serving_poll_s")}  # fmt: skip
+        settings = {
+            k: stack.env.get(f"MODX_{k.upper()}", Settings.model_fields[k].default)
+            for k in ("index_poll_s", "worker_poll_s", "consumer_poll_ms", "serving_poll_s")
+        }
         posted, open_n = 0, 0
         for t, pairs in enumerate(phase_pairs, start=1):
             post(client, pairs)
@@ -206,12 +223,15 @@ def run(args) -> dict:
         "fresh": {
             "n": len(fresh_rows),
             "found": len(searchable),
-            "searchable_s": {"p50": percentile(searchable, 50), "max": max(searchable, default=None),
-                             "mean": round(float(np.mean(searchable)), 3) if searchable else None},
+            "searchable_s": {
+                "p50": percentile(searchable, 50),
+                "max": max(searchable, default=None),
+                "mean": round(float(np.mean(searchable)), 3) if searchable else None,
+            },
             "buffered_s": {"p50": percentile(to_buffer, 50), "max": max(to_buffer, default=None)},
             "target_s": TARGET_FRESH_S,
             "pairs": fresh_rows,
-        },  # fmt: skip
+        },
         "phases": phases,
         "target_seal_s": TARGET_SEAL_S.get(args.preset),
         "machine": machine(args.device),
@@ -224,11 +244,17 @@ def table(r: dict) -> str:
     a, f, s = r["args"], r["fresh"], r["settings"]
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     rows = [
-        (f"2xx -> searchable, p50 / max (s), {f['found']}/{f['n']} found",
-         f"{fmt(f['searchable_s']['p50'])} / {fmt(f['searchable_s']['max'])}", f"<= {f['target_s']:g}"),
-        ("2xx -> in the phase buffer, p50 / max (s)",
-         f"{fmt(f['buffered_s']['p50'])} / {fmt(f['buffered_s']['max'])}", ""),
-    ]  # fmt: skip
+        (
+            f"2xx -> searchable, p50 / max (s), {f['found']}/{f['n']} found",
+            f"{fmt(f['searchable_s']['p50'])} / {fmt(f['searchable_s']['max'])}",
+            f"<= {f['target_s']:g}",
+        ),
+        (
+            "2xx -> in the phase buffer, p50 / max (s)",
+            f"{fmt(f['buffered_s']['p50'])} / {fmt(f['buffered_s']['max'])}",
+            "",
+        ),
+    ]
     for p in r["phases"]:
         target = f"<= {r['target_seal_s']:g}" if r["target_seal_s"] else ""
         rows += [
@@ -238,11 +264,13 @@ def table(r: dict) -> str:
             ("  evaluate (recall + drift)", fmt(p["evaluate_s"]), ""),
             (f"  re-index {p['index_size']} pairs (rebuild {fmt(p['reindex_rebuild_s'])})", fmt(p["reindex_s"]), ""),
             ("  API swap", fmt(p["api_swap_s"]), ""),
-        ]  # fmt: skip
-    head = (f"freshness: {a['model']} on {a['device']}, {a['epochs']} epochs, batch {a['batch_size']}, "
-            f"search k={a['k']}; index poll {s['index_poll_s']}, worker poll {s['worker_poll_s']}, "
-            f"consumer poll ms {s['consumer_poll_ms']}, API serving poll {s['serving_poll_s']} s; "
-            f"{r['machine']['cores']} cores, load {r['machine']['loadavg_1m_at_end']:.1f} at end")  # fmt: skip
+        ]
+    head = (
+        f"freshness: {a['model']} on {a['device']}, {a['epochs']} epochs, batch {a['batch_size']}, "
+        f"search k={a['k']}; index poll {s['index_poll_s']}, worker poll {s['worker_poll_s']}, "
+        f"consumer poll ms {s['consumer_poll_ms']}, API serving poll {s['serving_poll_s']} s; "
+        f"{r['machine']['cores']} cores, load {r['machine']['loadavg_1m_at_end']:.1f} at end"
+    )
     w = max(len(x[0]) for x in rows) + 2
     lines = [head, f"{'measure':<{w}}{'seconds':>14}{'target':>10}"]
     return "\n".join(lines + [f"{n:<{w}}{v:>14}{t:>10}" for n, v, t in rows])

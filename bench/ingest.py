@@ -107,8 +107,9 @@ def wait_healthy(stack: Stack, timeout_s: float = 180.0) -> None:
 
 
 @contextmanager
-def service_stack(data_dir: Path, roles: Sequence[str], env: dict[str, str], api_workers: int = 1,
-                  partitions: int = 1) -> Iterator[Stack]:  # fmt: skip
+def service_stack(
+    data_dir: Path, roles: Sequence[str], env: dict[str, str], api_workers: int = 1, partitions: int = 1
+) -> Iterator[Stack]:
     """Tansu + redis-server + `python -m service.cli ROLE` per role (+ `api_workers` APIs); all
     stopped on the way out, roles first, servers last."""
     logs = Path(data_dir) / "logs"
@@ -116,10 +117,19 @@ def service_stack(data_dir: Path, roles: Sequence[str], env: dict[str, str], api
     with ExitStack() as exit_stack:
         kafka: Server = exit_stack.enter_context(kafka_broker(log_dir=logs))
         redis: Server = exit_stack.enter_context(redis_server(log_dir=logs))
-        env = {**os.environ, **env, "MODX_DATA_DIR": str(data_dir), "MODX_KAFKA_BOOTSTRAP": kafka.address,
-               "MODX_REDIS_URL": redis.address, "MODX_TOPIC_PARTITIONS": str(partitions)}  # fmt: skip
-        ensure_topics(kafka.address, [env.get("MODX_TOPIC", "modx.pairs"), env.get("MODX_DLQ_TOPIC", "modx.pairs.dlq")],
-                      partitions)  # fmt: skip
+        env = {
+            **os.environ,
+            **env,
+            "MODX_DATA_DIR": str(data_dir),
+            "MODX_KAFKA_BOOTSTRAP": kafka.address,
+            "MODX_REDIS_URL": redis.address,
+            "MODX_TOPIC_PARTITIONS": str(partitions),
+        }
+        ensure_topics(
+            kafka.address,
+            [env.get("MODX_TOPIC", "modx.pairs"), env.get("MODX_DLQ_TOPIC", "modx.pairs.dlq")],
+            partitions,
+        )
         stack = Stack([], env, logs, {"tansu": kafka.process, "redis": redis.process})
         key_path, _ = admin_key(Path(data_dir), redis.address)
         stack.headers = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
@@ -186,8 +196,14 @@ def make_bodies(n: int, batch: int, image_bytes: int, tag: str, seed: int = 0) -
         for i in range(start, min(n, start + batch)):
             image = noise_png(rng, image_bytes)
             sizes.append(len(image))
-            pairs.append({"id": f"{tag}-{i:07d}", "text": f"pair {i}: noise of {len(image)} bytes",
-                          "image": base64.b64encode(image).decode(), "metadata": {"i": i}})  # fmt: skip
+            pairs.append(
+                {
+                    "id": f"{tag}-{i:07d}",
+                    "text": f"pair {i}: noise of {len(image)} bytes",
+                    "image": base64.b64encode(image).decode(),
+                    "metadata": {"i": i},
+                }
+            )
         bodies.append(([p["id"] for p in pairs], json.dumps({"pairs": pairs}).encode()))
     return bodies, float(np.mean(sizes)) if sizes else 0.0
 
@@ -245,8 +261,11 @@ def run(args) -> dict:
     tag = uuid.uuid4().hex[:8]
     t_gen = time.perf_counter()
     bodies, mean_image = make_bodies(args.pairs, args.batch, args.image_bytes, tag)
-    print(f"generated {args.pairs} pairs ({mean_image:.0f} B images, {len(bodies)} requests) in "
-          f"{time.perf_counter() - t_gen:.1f}s", flush=True)  # fmt: skip
+    print(
+        f"generated {args.pairs} pairs ({mean_image:.0f} B images, {len(bodies)} requests) in "
+        f"{time.perf_counter() - t_gen:.1f}s",
+        flush=True,
+    )
     env = {"MODX_CONSUMER_POLL_MS": str(args.consumer_poll_ms)}
     if args.phase_size:
         env["MODX_PHASE_SIZE"] = str(args.phase_size)
@@ -255,7 +274,9 @@ def run(args) -> dict:
         stack = cleanup.enter_context(service_stack(data_dir, ["consumer"], env, args.api_workers, args.partitions))
         client = cleanup.enter_context(stack.client(timeout_s=30.0))
         warm, _ = make_bodies(len(stack.urls), 1, args.image_bytes, f"{tag}-warm", seed=1)
-        sent = post_all(stack.urls, warm, len(stack.urls), stack.headers)  # one per API: producer connected, consumer joined
+        sent = post_all(
+            stack.urls, warm, len(stack.urls), stack.headers
+        )  # one per API: producer connected, consumer joined
         assert all(s.status == 202 for s in sent), f"warm-up: {[s.status for s in sent]}\n{stack.log_tail('api')}"
         wait_for("the warm-up pairs", lambda: buffered(client) >= len(warm), stack, args.timeout)
         target = len(warm) + args.pairs
@@ -265,8 +286,13 @@ def run(args) -> dict:
         sent = post_all(stack.urls, bodies, args.concurrency, stack.headers)
         acked_s = max(s.start + s.latency_s for s in sent) - t0
         failed = [s for s in sent if s.status != 202]
-        wait_for("every pair in the phase buffers", lambda: buffered(client) >= target - sum(s.n for s in failed),
-                 stack, args.timeout, interval_s=0.05)  # fmt: skip
+        wait_for(
+            "every pair in the phase buffers",
+            lambda: buffered(client) >= target - sum(s.n for s in failed),
+            stack,
+            args.timeout,
+            interval_s=0.05,
+        )
         e2e_s = time.perf_counter() - t0
         cpu1, self1 = stack.cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
 
@@ -295,8 +321,11 @@ def run(args) -> dict:
         "phases": len(phases),
         "acked_s": round(acked_s, 3),
         "acked_pairs_per_s": round(args.pairs / acked_s, 1),
-        "ack_latency_s": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-                          "max": round(max(latencies), 4) if latencies else None},  # fmt: skip
+        "ack_latency_s": {
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "max": round(max(latencies), 4) if latencies else None,
+        },
         "e2e_s": round(e2e_s, 3),
         "e2e_pairs_per_s": round(args.pairs / e2e_s, 1),
         "last_written_s": round(last_written, 3),
@@ -315,19 +344,27 @@ def table(r: dict) -> str:
     rows = [
         ("pairs acknowledged (202) / buffered on disk", f"{r['acked_pairs']} / {r['buffered_pairs']}", str(r["pairs"])),
         ("acked pairs/s (in Kafka, acks=all)", f"{r['acked_pairs_per_s']}", f">= {r['target_pairs_per_s']}"),
-        ("ack latency per request p50 / p99 (ms)",
-         f"{r['ack_latency_s']['p50'] * 1e3:.0f} / {r['ack_latency_s']['p99'] * 1e3:.0f}", ""),
+        (
+            "ack latency per request p50 / p99 (ms)",
+            f"{r['ack_latency_s']['p50'] * 1e3:.0f} / {r['ack_latency_s']['p99'] * 1e3:.0f}",
+            "",
+        ),
         ("end-to-end pairs/s (all fsynced)", f"{r['e2e_pairs_per_s']}", f">= {r['target_pairs_per_s']}"),
         ("end-to-end s (last record written at)", f"{r['e2e_s']} ({r['last_written_s']})", ""),
-        ("receive -> written per pair p50 / p99 (s)",
-         f"{r['receive_to_written_s']['p50']} / {r['receive_to_written_s']['p99']}", ""),
-    ]  # fmt: skip
+        (
+            "receive -> written per pair p50 / p99 (s)",
+            f"{r['receive_to_written_s']['p50']} / {r['receive_to_written_s']['p99']}",
+            "",
+        ),
+    ]
     rows += [(f"CPU ms per 1000 pairs: {name}", f"{ms:.0f}", "") for name, ms in r["cpu_ms_per_1k_pairs"].items()]
-    head = (f"ingest: {r['pairs']} pairs, {r['mean_image_bytes'] / 1000:.1f} KB PNG images "
-            f"({r['mean_request_bytes'] / 1e6:.2f} MB per request), batch {a['batch']}, {a['concurrency']} client "
-            f"threads, {a['api_workers']} API process{'es (clients spread over them)' if a['api_workers'] > 1 else ''}, "
-            f"1 consumer, {a['partitions']} partition(s), {r['machine']['cores']} cores, "
-            f"load {r['machine']['loadavg_1m_at_end']:.1f} at end")  # fmt: skip
+    head = (
+        f"ingest: {r['pairs']} pairs, {r['mean_image_bytes'] / 1000:.1f} KB PNG images "
+        f"({r['mean_request_bytes'] / 1e6:.2f} MB per request), batch {a['batch']}, {a['concurrency']} client "
+        f"threads, {a['api_workers']} API process{'es (clients spread over them)' if a['api_workers'] > 1 else ''}, "
+        f"1 consumer, {a['partitions']} partition(s), {r['machine']['cores']} cores, "
+        f"load {r['machine']['loadavg_1m_at_end']:.1f} at end"
+    )
     w = max(len(x[0]) for x in rows) + 2
     lines = [head, f"{'measure':<{w}}{'value':>16}{'target':>10}"]
     lines += [f"{name:<{w}}{value:>16}{target:>10}" for name, value, target in rows]

@@ -1,7 +1,7 @@
 """A small loop-mounted ext4 filesystem to fault: fill it, free it, remount it read-only.
 
-    with loop_fs(Path("/tmp/x"), size_mb=256) as fs:   # needs root and loop devices
-        fs.fill(); fs.free(); fs.read_only(); fs.read_write()
+with loop_fs(Path("/tmp/x"), size_mb=256) as fs:   # needs root and loop devices
+    fs.fill(); fs.free(); fs.read_only(); fs.read_write()
 """
 
 from __future__ import annotations

@@ -42,8 +42,12 @@ def test_r1(model, preprocess, tokenizer, dataset) -> dict:
     recall = evaluate_model(model, preprocess, tokenizer, {d: p for d, p in probes.items() if len(p) > 1}).recall
     per = {d: (r["i2t"]["r1"] + r["t2i"]["r1"]) / 2 for d, r in recall.items()}
     chance = {d: 1 / len(probes[d]) for d in per}
-    return {"mean_r1": float(np.mean(list(per.values()))), "per_domain": per,
-            "mean_chance": float(np.mean(list(chance.values()))), "pairs": {d: len(p) for d, p in probes.items()}}
+    return {
+        "mean_r1": float(np.mean(list(per.values()))),
+        "per_domain": per,
+        "mean_chance": float(np.mean(list(chance.values()))),
+        "pairs": {d: len(p) for d, p in probes.items()},
+    }
 
 
 def main(argv=None) -> None:
@@ -53,18 +57,25 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     size = 32
-    domains = {"icons (pretraining sets)": IconDataset(tuple(PRETRAIN_SETS), size=size),
-               "icons (held-out sets)": IconDataset(tuple(EVAL_SETS), size=size),
-               "emoji": emoji_stream(size=size)}
+    domains = {
+        "icons (pretraining sets)": IconDataset(tuple(PRETRAIN_SETS), size=size),
+        "icons (held-out sets)": IconDataset(tuple(EVAL_SETS), size=size),
+        "emoji": emoji_stream(size=size),
+    }
     torch.manual_seed(0)
     scratch = create_model(args.model)
     pretrained = load(args.checkpoint, args.model)
     results = {}
     for name, ds in domains.items():
         results[name] = {"pretrained": test_r1(*pretrained[:3], ds), "from_scratch": test_r1(*scratch, ds)}
-    record = {"benchmark": "pretrain_eval", "checkpoint": str(args.checkpoint), "checkpoint_step": pretrained[3]["step"],
-              "model": args.model, "results": results,
-              "machine": machine("cpu", command("bench.pretrain_eval", argv))}
+    record = {
+        "benchmark": "pretrain_eval",
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_step": pretrained[3]["step"],
+        "model": args.model,
+        "results": results,
+        "machine": machine("cpu", command("bench.pretrain_eval", argv)),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(record, indent=1))
     print(json.dumps({k: {m: round(v[m]["mean_r1"], 4) for m in v} for k, v in results.items()}, indent=1))

@@ -37,8 +37,14 @@ SPREAD = 1.0  # noise norm relative to the (unit) centre: cos(vector, its centre
 CHUNK = 1 << 16  # rows generated / uploaded at a time
 MAX_SCORES = 1 << 27  # (queries x vectors) scores per matmul chunk, as TorchExactIndex
 # rough peak memory an index adds, in multiples of the fp32 vectors (4 n d): (host, GPU if on CUDA)
-FOOTPRINT = {"flat": (2, 2.5), "ivf": (1.4, 1.1), "ivfpq": (0.5, 0.3), "hnsw": (1.2, 0), "torch": (3, 2.5),
-             "matmul": (0, 0.5)}  # fmt: skip
+FOOTPRINT = {
+    "flat": (2, 2.5),
+    "ivf": (1.4, 1.1),
+    "ivfpq": (0.5, 0.3),
+    "hnsw": (1.2, 0),
+    "torch": (3, 2.5),
+    "matmul": (0, 0.5),
+}
 PER_VECTOR = 400  # bytes per vector besides the floats: ids list and set, graph links, list ids
 SLACK = 1 << 30  # search workspace
 
@@ -126,8 +132,14 @@ def index_row(vectors, ids, queries, gt, kind: str, args) -> dict:
     t0 = time.perf_counter()
     index = Index.build(vectors, ids, 0, kind, device=args.device)
     build_s = time.perf_counter() - t0
-    stats = measure(lambda q: index.search(q, args.k), lambda res: [[int(p) for p, _ in hits] for hits in res],
-                    queries, gt, args.single, args.k)  # fmt: skip
+    stats = measure(
+        lambda q: index.search(q, args.k),
+        lambda res: [[int(p) for p, _ in hits] for hits in res],
+        queries,
+        gt,
+        args.single,
+        args.k,
+    )
     return {"backend": index.backend, "build_s": round(build_s, 3), **stats, "params": index.params}
 
 
@@ -173,8 +185,11 @@ def run_size(n: int, kinds: list[str], centres, weights, queries, args) -> list[
         row = {"size": n, "kind": kind, "skipped": skipped}
         if skipped is None:
             try:
-                row |= matmul_row(vectors, queries, gt, args) if kind == "matmul" else index_row(
-                    vectors, ids, queries, gt, kind, args)  # fmt: skip
+                row |= (
+                    matmul_row(vectors, queries, gt, args)
+                    if kind == "matmul"
+                    else index_row(vectors, ids, queries, gt, kind, args)
+                )
             except Exception as e:
                 if not is_oom(e):
                     raise
@@ -187,16 +202,20 @@ def run_size(n: int, kinds: list[str], centres, weights, queries, args) -> list[
 
 # --------------------------------------------------------------------------- output
 
-HEADER = (f"{'size':>10} {'kind':<7}{'backend':<12}{'build s':>9}{'p50 ms':>9}{'p99 ms':>9}{'batch QPS':>11}"
-          f"{'recall@10':>11}")  # fmt: skip
+HEADER = (
+    f"{'size':>10} {'kind':<7}{'backend':<12}{'build s':>9}{'p50 ms':>9}{'p99 ms':>9}{'batch QPS':>11}{'recall@10':>11}"
+)
 
 
 def print_row(r: dict) -> None:
     if r["skipped"]:
         print(f"{r['size']:>10} {r['kind']:<7}skipped: {r['skipped']}", flush=True)
     else:
-        print(f"{r['size']:>10} {r['kind']:<7}{r['backend']:<12}{r['build_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}"
-              f"{r['batch_qps']:>11}{r['recall_at_10']:>11}", flush=True)  # fmt: skip
+        print(
+            f"{r['size']:>10} {r['kind']:<7}{r['backend']:<12}{r['build_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}"
+            f"{r['batch_qps']:>11}{r['recall_at_10']:>11}",
+            flush=True,
+        )
 
 
 def main(argv=None) -> dict:
@@ -226,15 +245,25 @@ def main(argv=None) -> dict:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     weights = rng.dirichlet(np.ones(args.centres))
     queries = mixture(args.batch, centres, weights, args.seed, 2)
-    threads = {"faiss_threads": faiss.omp_get_max_threads(), "torch_threads": torch.get_num_threads(),
-               "faiss_gpus": faiss_gpus()}  # fmt: skip
-    print(f"search: dim {args.dim}, {args.centres} centres, k {args.k}, {args.single} single queries, "
-          f"batch {args.batch}, device {args.device}, FAISS threads {threads['faiss_threads']}, "
-          f"torch threads {threads['torch_threads']}, FAISS GPUs {threads['faiss_gpus']}")  # fmt: skip
+    threads = {
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "faiss_gpus": faiss_gpus(),
+    }
+    print(
+        f"search: dim {args.dim}, {args.centres} centres, k {args.k}, {args.single} single queries, "
+        f"batch {args.batch}, device {args.device}, FAISS threads {threads['faiss_threads']}, "
+        f"torch threads {threads['torch_threads']}, FAISS GPUs {threads['faiss_gpus']}"
+    )
     print(HEADER, flush=True)
     rows = [row for n in sizes for row in run_size(n, kinds, centres, weights, queries, args)]
-    result = {"benchmark": "search", "args": vars(args), **threads, "rows": rows,
-              "machine": machine("cuda" if on_cuda(args.device) else "cpu", command("bench.search", argv))}  # fmt: skip
+    result = {
+        "benchmark": "search",
+        "args": vars(args),
+        **threads,
+        "rows": rows,
+        "machine": machine("cuda" if on_cuda(args.device) else "cpu", command("bench.search", argv)),
+    }
     if args.out:
         write_result(args.out, result)
     return result

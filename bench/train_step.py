@@ -53,8 +53,13 @@ def setup_variant(variant: str, args, images, tokens):
     device = torch.device(args.device)
     torch.manual_seed(0)
     student, _, _ = create_model(args.model, device=device)
-    cfg = TrainConfig(method="ct" if variant == "plain" else "modx", device=args.device, batch_size=args.batch,
-                      expert=variant == "modx-expert", beta=1.0 if variant == "modx-expert" else 0.0)
+    cfg = TrainConfig(
+        method="ct" if variant == "plain" else "modx",
+        device=args.device,
+        batch_size=args.batch,
+        expert=variant == "modx-expert",
+        beta=1.0 if variant == "modx-expert" else 0.0,
+    )
     teacher = freeze(copy.deepcopy(student)) if variant != "plain" else None
     teacher_emb, sources = None, None
     if variant == "modx-expert":  # rows 0..B/2: new (parent, -1); then two source snapshots 1 and 2
@@ -62,16 +67,19 @@ def setup_variant(variant: str, args, images, tokens):
         sources = torch.tensor([-1] * (args.batch - 2 * quarter) + [1] * quarter + [2] * quarter, device=device)
     if variant in ("modx-cached", "modx-expert"):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
-                           F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
+            teacher_emb = (
+                F.normalize(teacher.encode_image(images), dim=-1).float(),
+                F.normalize(teacher.encode_text(tokens), dim=-1).float(),
+            )
         teacher = None
     student.train()
     opt = make_optimizer(student, cfg, device)
     model = torch.compile(student) if args.compile else student
 
     def step():
-        loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
-                          sources=sources)
+        loss = phase_loss(
+            model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb, sources=sources
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -150,10 +158,16 @@ def main(argv=None) -> dict:
     print(f"{args.model} batch {args.batch} on {args.device}{' compiled' if args.compile else ''}")
     print(f"{'variant':<12}{'ms/step':>10}{'samples/s':>12}{'vs plain':>10}{'peak GiB':>10}{'MFU':>8}")
     for r in rows:
-        print(f"{r['variant']:<12}{r['ms_per_step']:>10}{r['samples_per_s']:>12}{r['vs_plain']:>10}"
-              f"{str(r['peak_mem_gib']):>10}{str(r.get('mfu', '-')):>8}")  # fmt: skip
-    result = {"benchmark": "train_step", "args": vars(args), "rows": rows,
-              "machine": machine(args.device, command("bench.train_step", argv))}
+        print(
+            f"{r['variant']:<12}{r['ms_per_step']:>10}{r['samples_per_s']:>12}{r['vs_plain']:>10}"
+            f"{str(r['peak_mem_gib']):>10}{str(r.get('mfu', '-')):>8}"
+        )
+    result = {
+        "benchmark": "train_step",
+        "args": vars(args),
+        "rows": rows,
+        "machine": machine(args.device, command("bench.train_step", argv)),
+    }
     if args.out:
         write_result(args.out, result)
     return result

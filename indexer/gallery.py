@@ -136,8 +136,14 @@ def reindex(
         raise ValueError("empty gallery and encode_fn has no `dim` to build an empty index with")
     index = Index.build(vectors, ids, snapshot_version, kind, **build_kw)
     save_index(index, out_dir)
-    log.info("indexed %d gallery items with snapshot %d (%s, %s) -> %s",
-             index.size, snapshot_version, index.kind, index.backend, out_dir)
+    log.info(
+        "indexed %d gallery items with snapshot %d (%s, %s) -> %s",
+        index.size,
+        snapshot_version,
+        index.kind,
+        index.backend,
+        out_dir,
+    )
     return index
 
 

@@ -118,8 +118,17 @@ def load_index(directory: str | Path, device: str = "auto", refresh: bool = True
             time.sleep(0.01)
     cpu = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     raw, backend = place(cpu, meta["kind"], device)
-    index = Index(raw, ids, meta["snapshot"], meta["kind"], backend, meta.get("params", {}), directory,
-                  meta.get("segments_through", -1), meta.get("created", ""))
+    index = Index(
+        raw,
+        ids,
+        meta["snapshot"],
+        meta["kind"],
+        backend,
+        meta.get("params", {}),
+        directory,
+        meta.get("segments_through", -1),
+        meta.get("created", ""),
+    )
     for n, data in segments:
         index.add_segment(n, *load_segment(io.BytesIO(data)))
     return index
@@ -195,8 +204,12 @@ def save_segment(
     make_dirs(seg)
     final = seg / f"{n:06d}.npz"
     buf = io.BytesIO()
-    np.savez(buf, vectors=vectors, ids=np.array(list(ids), dtype=str),
-             snapshot=np.int64(-1 if snapshot is None else snapshot))
+    np.savez(
+        buf,
+        vectors=vectors,
+        ids=np.array(list(ids), dtype=str),
+        snapshot=np.int64(-1 if snapshot is None else snapshot),
+    )
     write_bytes_atomic(final, buf.getvalue(), exclusive=True)  # segments are immutable
     return final
 

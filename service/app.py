@@ -28,8 +28,15 @@ from service.routers import health, images, keys, pairs, phases, search, snapsho
 from service.serving import ServingState
 from service.settings import Settings, get_settings
 
-ROUTERS: list[APIRouter] = [health.router, pairs.router, images.router, phases.router, search.router, snapshots.router,
-                            keys.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    pairs.router,
+    images.router,
+    phases.router,
+    search.router,
+    snapshots.router,
+    keys.router,
+]
 
 
 @asynccontextmanager
@@ -37,8 +44,9 @@ async def lifespan(app: FastAPI):
     faiss.omp_set_num_threads(app.state.settings.search_threads)
     app.state.serving.load_first()  # before uvicorn listens: a restarted API never answers 503 for an index it has
     stop = threading.Event()
-    poller = threading.Thread(target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s),
-                              name="serving-poller", daemon=True)  # fmt: skip
+    poller = threading.Thread(
+        target=app.state.serving.run, args=(stop, app.state.settings.serving_poll_s), name="serving-poller", daemon=True
+    )
     poller.start()
     key_sync = threading.Thread(target=app.state.auth.run, args=(stop,), name="key-sync", daemon=True)
     key_sync.start()
@@ -53,8 +61,12 @@ async def lifespan(app: FastAPI):
 
 def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="modx", version="0.1.0", lifespan=lifespan,
-                  description="Streaming continual CLIP training (Mod-X) and text-to-image search")  # fmt: skip
+    app = FastAPI(
+        title="modx",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Streaming continual CLIP training (Mod-X) and text-to-image search",
+    )
     app.state.settings = settings
     app.state.registry = Registry.from_url(settings.redis_url)
     app.state.ingestor = Ingestor(settings)
@@ -64,8 +76,13 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     for router in ROUTERS if routers is None else routers:
         app.include_router(router)
     return app

@@ -58,9 +58,15 @@ class Auth:
         rate = key.rate or self.settings.key_rate
         wait_s = self.limiter.take(key.hash, rate, self.settings.key_burst_s)
         if wait_s > 0:
-            raise HTTPException(429, detail={"error": "rate_limited", "retry_after_s": round(wait_s, 3),
-                                             "message": f"key {key.name!r} is over its rate of {rate:g} requests/s"},
-                                headers={"Retry-After": retry_after(wait_s)})
+            raise HTTPException(
+                429,
+                detail={
+                    "error": "rate_limited",
+                    "retry_after_s": round(wait_s, 3),
+                    "message": f"key {key.name!r} is over its rate of {rate:g} requests/s",
+                },
+                headers={"Retry-After": retry_after(wait_s)},
+            )
 
     def last_used(self) -> dict[str, float]:
         """Times not yet written to disk (sha256 -> time)."""
@@ -107,9 +113,15 @@ def require(scope: str):
                 auth.limit(key)
             request.state.key = key
         if not key.allows(scope):
-            raise HTTPException(403, detail={"error": "insufficient_scope", "required": scope, "scope": key.scope,
-                                             "message": f"this route needs scope {scope!r}; key {key.name!r} has "
-                                             f"{key.scope!r}"})
+            raise HTTPException(
+                403,
+                detail={
+                    "error": "insufficient_scope",
+                    "required": scope,
+                    "scope": key.scope,
+                    "message": f"this route needs scope {scope!r}; key {key.name!r} has {key.scope!r}",
+                },
+            )
         return key
 
     return Depends(check)

@@ -49,15 +49,23 @@ class KafkaLag:
         common = dict(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=timeout_ms)
         self._admin = self._admin or KafkaAdminClient(**common, bootstrap_timeout_ms=timeout_ms)
         if self._probe is None:
-            self._probe = KafkaConsumer(**common, enable_auto_commit=False, group_id=None,
-                                        auto_offset_reset="latest", fetch_max_wait_ms=10,
-                                        max_partition_fetch_bytes=1, fetch_max_bytes=1)
+            self._probe = KafkaConsumer(
+                **common,
+                enable_auto_commit=False,
+                group_id=None,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=10,
+                max_partition_fetch_bytes=1,
+                fetch_max_bytes=1,
+            )
 
     def measure(self) -> int:
         """Messages the group has not committed yet; raises on any Kafka error."""
         self._connect()
-        tps = [TopicPartition(self.settings.topic, p)
-               for p in sorted(self._probe.partitions_for_topic(self.settings.topic) or ())]
+        tps = [
+            TopicPartition(self.settings.topic, p)
+            for p in sorted(self._probe.partitions_for_topic(self.settings.topic) or ())
+        ]
         if not tps:
             return 0
         committed = self._admin.list_group_offsets({self.settings.consumer_group: tps})[self.settings.consumer_group]
@@ -138,16 +146,26 @@ class WriteGate:
         retry = {"Retry-After": str(s.write_retry_after_s)}
         free = free_bytes(s.data_dir)
         if free < s.min_free_bytes:
-            raise api_error(429, "low_disk_space", f"writes are paused: the data directory has {free} bytes free, "
-                            f"under min_free_bytes = {s.min_free_bytes} (MODX_MIN_FREE_BYTES); retry later",
-                            headers=retry, free_bytes=free)
+            raise api_error(
+                429,
+                "low_disk_space",
+                f"writes are paused: the data directory has {free} bytes free, "
+                f"under min_free_bytes = {s.min_free_bytes} (MODX_MIN_FREE_BYTES); retry later",
+                headers=retry,
+                free_bytes=free,
+            )
         if s.max_consumer_lag is None:
             return
         lag = self.consumer_lag()
         if lag is not None and lag > s.max_consumer_lag:
-            raise api_error(429, "consumer_lagging", f"writes are paused: the consumer is {lag} messages behind, "
-                            f"over max_consumer_lag = {s.max_consumer_lag} (MODX_MAX_CONSUMER_LAG); retry later",
-                            headers=retry, lag=lag)
+            raise api_error(
+                429,
+                "consumer_lagging",
+                f"writes are paused: the consumer is {lag} messages behind, "
+                f"over max_consumer_lag = {s.max_consumer_lag} (MODX_MAX_CONSUMER_LAG); retry later",
+                headers=retry,
+                lag=lag,
+            )
 
     def close(self) -> None:
         self.lag.close()

@@ -42,8 +42,19 @@ class BodyLimit:
                 await self._refuse(send, seen)
 
     async def _refuse(self, send, size: int) -> None:
-        body = json.dumps({"detail": {"error": "request_too_large", "message": f"request body is over "
-                          f"{self.max_bytes} bytes ({size} seen)"}}).encode()  # fmt: skip
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "detail": {
+                    "error": "request_too_large",
+                    "message": f"request body is over {self.max_bytes} bytes ({size} seen)",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -22,10 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from trainer.data import Pair
-
-from trainer.atomic import read_json, write_json_atomic
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
+from trainer.atomic import read_json, write_json_atomic
+from trainer.data import Pair
 
 log = logging.getLogger("modx.buffer")
 
@@ -115,9 +114,17 @@ class PhaseInfo:
 
     def to_dict(self) -> dict:
         extra = {k: v for k, v in (self.status_record or {}).items() if k not in ("phase", "status")}
-        return {"phase": self.phase, "status": self.status, "n": self.n, "n_train": self.n_train,
-                "n_probe": self.n_probe, "opened": self.opened, "sealed": self.sealed,
-                "reason": (self.manifest or {}).get("reason"), **extra}  # fmt: skip
+        return {
+            "phase": self.phase,
+            "status": self.status,
+            "n": self.n,
+            "n_train": self.n_train,
+            "n_probe": self.n_probe,
+            "opened": self.opened,
+            "sealed": self.sealed,
+            "reason": (self.manifest or {}).get("reason"),
+            **extra,
+        }
 
 
 # ---------------------------------------------------------------- readers
@@ -198,8 +205,16 @@ def phase_info(data_dir: str | Path, phase: int) -> PhaseInfo:
     status = read_json(phase_dir(data_dir, phase) / STATUS_FILE)
     if manifest is not None:
         state = (status or {}).get("status", "sealed")
-        return PhaseInfo(phase, state, manifest["n_train"], manifest["n_probe"], manifest.get("opened"),
-                         manifest.get("sealed"), manifest, status)  # fmt: skip
+        return PhaseInfo(
+            phase,
+            state,
+            manifest["n_train"],
+            manifest["n_probe"],
+            manifest.get("opened"),
+            manifest.get("sealed"),
+            manifest,
+            status,
+        )
     records = read_records(data_dir, phase)
     n_probe = sum(r.split == "probe" for r in records)
     opened = records[0].written_at if records else None
@@ -216,8 +231,16 @@ def sealed_phases(data_dir: str | Path) -> list[int]:
 
 def load_pair(data_dir: str | Path, record: Record, phase: int) -> BufferedPair:
     image = (Path(data_dir) / record.image).read_bytes()
-    return BufferedPair(record.id, record.text, image, domain=f"phase-{phase:06d}", metadata=record.metadata,
-                        split=record.split, phase=phase, content_type=record.content_type)  # fmt: skip
+    return BufferedPair(
+        record.id,
+        record.text,
+        image,
+        domain=f"phase-{phase:06d}",
+        metadata=record.metadata,
+        split=record.split,
+        phase=phase,
+        content_type=record.content_type,
+    )
 
 
 def iter_phase(data_dir: str | Path, phase: int, split: str | None = None) -> Iterator[BufferedPair]:

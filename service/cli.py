@@ -32,7 +32,9 @@ def _parse_sweep(values: list[str]) -> dict[str, list]:
         key, _, raw = item.partition("=")
         if not raw:
             raise typer.BadParameter(f"sweep item {item!r} must look like name=v1,v2")
-        sweep[key.replace("-", "_")] = [json.loads(v) if v[:1].isdigit() or v[:1] in "-[{." else v for v in raw.split(",")]
+        sweep[key.replace("-", "_")] = [
+            json.loads(v) if v[:1].isdigit() or v[:1] in "-[{." else v for v in raw.split(",")
+        ]
     return sweep
 
 
@@ -44,14 +46,22 @@ def with_recipe_options(command):
     recipe = recipe_fields()
     sig = inspect.signature(command, eval_str=True)
     own = [p for p in sig.parameters.values() if p.name != "recipe"]
-    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                                 default=typer.Option(default, help=help_, rich_help_panel="Recipe (trainer.config)"))
-               for name, kind, default, help_ in recipe]
+    options = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=kind,
+            default=typer.Option(default, help=help_, rich_help_panel="Recipe (trainer.config)"),
+        )
+        for name, kind, default, help_ in recipe
+    ]
 
     @functools.wraps(command)
     def wrapper(**kw):
-        return command(**{k: v for k, v in kw.items() if k in sig.parameters},
-                       recipe=TrainConfig(**{name: kw[name] for name, *_ in recipe}))
+        return command(
+            **{k: v for k, v in kw.items() if k in sig.parameters},
+            recipe=TrainConfig(**{name: kw[name] for name, *_ in recipe}),
+        )
 
     wrapper.__signature__ = sig.replace(parameters=own + options)
     wrapper.__annotations__ = {p.name: p.annotation for p in own + options}
@@ -69,8 +79,11 @@ def simulate(
     first_epochs: int = typer.Option(30, help="epochs for CLIP_0 on domain 0"),
     first_lr: Optional[float] = typer.Option(None, help="CLIP_0's peak learning rate (default: --lr)"),
     joint_epochs: Optional[int] = typer.Option(None, help="epochs of joint training per phase (default: --epochs)"),
-    sweep: list[str] = typer.Option([], help="a grid axis, e.g. --sweep alpha=5,20 --sweep replay_fraction=0,0.5; "
-                                    "every combination runs, the best on validation is chosen"),
+    sweep: list[str] = typer.Option(
+        [],
+        help="a grid axis, e.g. --sweep alpha=5,20 --sweep replay_fraction=0,0.5; "
+        "every combination runs, the best on validation is chosen",
+    ),
     work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir); reruns reuse them"),
     verbose: bool = typer.Option(False),
     recipe=None,
@@ -79,14 +92,23 @@ def simulate(
 
     With no recipe option it runs the default recipe, the one the service's trainer runs."""
     from trainer.datasets import get_dataset
-    from trainer.simulate import simulate as run, table
-    from trainer.tune import sweep as run_sweep, sweep_table
+    from trainer.simulate import simulate as run
+    from trainer.simulate import table
+    from trainer.tune import sweep as run_sweep
+    from trainer.tune import sweep_table
 
     setup_logging(verbose)
     cfg = recipe
     data = get_dataset(dataset, seed=cfg.seed) if dataset == "synthetic" else get_dataset(dataset)
-    kw = dict(model_name=model, phases=phases, first_epochs=first_epochs, first_lr=first_lr, joint_epochs=joint_epochs,
-              work_dir=work_dir, pretrained=pretrained)
+    kw = dict(
+        model_name=model,
+        phases=phases,
+        first_epochs=first_epochs,
+        first_lr=first_lr,
+        joint_epochs=joint_epochs,
+        work_dir=work_dir,
+        pretrained=pretrained,
+    )
     if sweep:
         result = run_sweep(data, cfg, _parse_sweep(sweep), **kw)
         report = sweep_table(result) + "\n\nchosen recipe:\n" + table(result["results"][result["chosen"]])
@@ -103,7 +125,9 @@ def pretrain(
     out: Path = typer.Option(..., help="the checkpoint directory to write (open_clip local-dir, MODX_PRETRAINED)"),
     preset: str = typer.Option("cpu", help="cpu (~30 min on 2 cores) | gpu; the options below override it"),
     model: Optional[str] = typer.Option(None, help="open_clip model config (cpu: modx-small, gpu: modx-base)"),
-    sets: Optional[str] = typer.Option(None, help="comma-separated @iconify-json sets (default: every pretraining set)"),
+    sets: Optional[str] = typer.Option(
+        None, help="comma-separated @iconify-json sets (default: every pretraining set)"
+    ),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
     lr: Optional[float] = typer.Option(None),
@@ -118,8 +142,17 @@ def pretrain(
     from trainer.pretrain import run_preset
 
     setup_logging(verbose)
-    chosen = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_per_set": max_per_set,
-              "device": device, "seed": seed, "sets": sets.split(",") if sets else None, "cache_dir": cache_dir}
+    chosen = {
+        "model": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_per_set": max_per_set,
+        "device": device,
+        "seed": seed,
+        "sets": sets.split(",") if sets else None,
+        "cache_dir": cache_dir,
+    }
     try:
         path, summary = run_preset(out, preset, work_dir=work_dir, **{k: v for k, v in chosen.items() if v is not None})
     except (ValueError, FileExistsError) as exc:
@@ -182,10 +215,12 @@ def indexer(verbose: bool = typer.Option(False)):
 def up(
     port: int = typer.Option(8000, help="API port"),
     data_dir: Optional[Path] = typer.Option(None, help="default: MODX_DATA_DIR or ./data"),
-    pretrained: Optional[Path] = typer.Option(None, help="CLIP_0's weights: a `modx pretrain` output, a snapshot "
-                                              "or a weights file (sets MODX_PRETRAINED)"),
-    model: Optional[str] = typer.Option(None, help="open_clip model config (sets MODX_MODEL; default: the "
-                                        "pretrained checkpoint's, else modx-tiny)"),
+    pretrained: Optional[Path] = typer.Option(
+        None, help="CLIP_0's weights: a `modx pretrain` output, a snapshot or a weights file (sets MODX_PRETRAINED)"
+    ),
+    model: Optional[str] = typer.Option(
+        None, help="open_clip model config (sets MODX_MODEL; default: the pretrained checkpoint's, else modx-tiny)"
+    ),
     verbose: bool = typer.Option(False),
 ):
     """Embedded stack: Tansu broker + private redis-server (unless MODX_REDIS_URL) + API + workers."""

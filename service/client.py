@@ -21,8 +21,12 @@ from service.settings import Settings
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="MODX_URL", help="the API of a running stack (modx up)")]
-ApiKeyOption = Annotated[Optional[str], typer.Option(
-    "--api-key", envvar="MODX_API_KEY", show_envvar=True, help="default: the secret in <data_dir>/admin.key")]
+ApiKeyOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-key", envvar="MODX_API_KEY", show_envvar=True, help="default: the secret in <data_dir>/admin.key"
+    ),
+]
 
 
 def admin_key_path() -> Path:

@@ -73,8 +73,9 @@ def commit_offsets(messages: Sequence, cap: dict[int, int] | None = None) -> dic
         tp = TopicPartition(m.topic, m.partition)
         last[tp] = max(last.get(tp, -1), m.offset)
     cap = cap or {}
-    return {tp: OffsetAndMetadata(min(offset + 1, cap.get(tp.partition, offset + 1)), "", -1)
-            for tp, offset in last.items()}
+    return {
+        tp: OffsetAndMetadata(min(offset + 1, cap.get(tp.partition, offset + 1)), "", -1) for tp, offset in last.items()
+    }
 
 
 def make_consumer(settings: Settings) -> KafkaConsumer:
@@ -95,8 +96,9 @@ def make_consumer(settings: Settings) -> KafkaConsumer:
 class PairConsumer:
     """The loop's steps, with every dependency passed in."""
 
-    def __init__(self, settings: Settings, kafka: KafkaConsumer, dlq: KafkaProducer, buffer: PhaseBuffer,
-                 registry: Registry):
+    def __init__(
+        self, settings: Settings, kafka: KafkaConsumer, dlq: KafkaProducer, buffer: PhaseBuffer, registry: Registry
+    ):
         self.settings, self.kafka, self.dlq, self.buffer, self.registry = settings, kafka, dlq, buffer, registry
         self.limits = Limits.from_settings(settings)
         self.seals: dict[str, dict[int, int]] = {}  # request id -> partition -> marker offset (seen so far)
@@ -139,15 +141,19 @@ class PairConsumer:
             poison.append(self._send_to_dlq(by_pos[(item.partition, item.offset)], reason, "unwritable_record"))
         self._wait_dlq(poison)
         sealed = [phase_info(self.buffer.data_dir, m["phase"]).to_dict() for m in result.sealed]
-        self._tell_redis(lambda: self.registry.record_written([r.id for r in result.written],
-                                                              self.buffer.open_info().to_dict(), sealed))
+        self._tell_redis(
+            lambda: self.registry.record_written(
+                [r.id for r in result.written], self.buffer.open_info().to_dict(), sealed
+            )
+        )
         self._count(result, sealed)
         if result.duplicates:
             log.info("dropped %d repeated pair ids (replays or re-sends)", len(result.duplicates))
 
     def _send_to_dlq(self, m, reason: str, code: str):
-        log.warning("poison message %s/%d/%d to %s: %s", m.topic, m.partition, m.offset, self.settings.dlq_topic,
-                    reason[:500])
+        log.warning(
+            "poison message %s/%d/%d to %s: %s", m.topic, m.partition, m.offset, self.settings.dlq_topic, reason[:500]
+        )
         metrics.CONSUMER_DLQ.labels(code).inc()
         headers = dlq_headers(m.topic, m.partition, m.offset, reason)
         return self.dlq.send(self.settings.dlq_topic, key=m.key, value=m.value, headers=headers)
@@ -165,8 +171,11 @@ class PairConsumer:
         metrics.CONSUMER_DUPLICATES.inc(len(result.duplicates))
         for record in sealed:
             metrics.PHASES_SEALED.labels(record["reason"]).inc()
-        counts = {"consumer_written": len(result.written), "consumer_duplicates": len(result.duplicates),
-                  "phases_sealed": len(sealed)}
+        counts = {
+            "consumer_written": len(result.written),
+            "consumer_duplicates": len(result.duplicates),
+            "phases_sealed": len(sealed),
+        }
         self._tell_redis(lambda: self.registry.add_counters(counts))
 
     def _tell_redis(self, update) -> None:
@@ -373,8 +382,13 @@ def run(settings: Settings, stop: threading.Event) -> None:
         stack.callback(kafka.close, autocommit=False)
         consumer = PairConsumer(settings, kafka, dlq, buffer, registry)
         consumer._tell_redis(consumer.start)
-        log.info("consuming %s as %s into %s (open phase %d)", settings.topic, settings.consumer_group,
-                 settings.data_dir, buffer.phase)
+        log.info(
+            "consuming %s as %s into %s (open phase %d)",
+            settings.topic,
+            settings.consumer_group,
+            settings.data_dir,
+            buffer.phase,
+        )
         while not stop.is_set():
             consumer.step()
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from service.errors import api_error
-
 from service.backpressure import WriteGate
+from service.errors import api_error
 from service.ingest import Ingestor
 from service.registry import Registry
-from service.settings import Settings
 from service.serving import ServingState
+from service.settings import Settings
 from service.validation import Limits
 
 
@@ -45,8 +44,9 @@ def _content_type(request: Request, wanted: tuple[str, ...], what: str) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if has_body and not (media in wanted or (what == "json" and media.endswith("+json"))):
         got = f"not {media}" if media else "with a Content-Type header"
-        raise api_error(415, "unsupported_content_type", f"send the body as {' or '.join(wanted)}, {got}",
-                        field="content-type")
+        raise api_error(
+            415, "unsupported_content_type", f"send the body as {' or '.join(wanted)}, {got}", field="content-type"
+        )
 
 
 def json_body(request: Request) -> None:

@@ -20,13 +20,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import metrics
 from service.validation import PairError, shown
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
-         503: "unavailable"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
 WHEN = {
     400: "the body cannot be parsed (invalid UTF-8, JSON or multipart, nesting too deep, an integer too long)",
     401: "no API key, or an unknown or revoked one (missing_key, unknown_key)",
-    403: "the key lacks the route's scope (insufficient_scope)", 404: "not found",
+    403: "the key lacks the route's scope (insufficient_scope)",
+    404: "not found",
     409: "a conflict with what exists (a key name taken, nothing to seal)",
     413: "a size limit is exceeded (the error names it)",
     415: "an image that is not PNG, JPEG or WebP, or a body of the wrong Content-Type",
@@ -51,12 +61,12 @@ class ErrorBody(BaseModel):
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for a route: each status with the error body and when it happens."""
-    return {status: {"model": ErrorBody, "description": WHEN.get(status, CODES.get(status, "error"))}
-            for status in statuses}
+    return {
+        status: {"model": ErrorBody, "description": WHEN.get(status, CODES.get(status, "error"))} for status in statuses
+    }
 
 
-def api_error(status: int, error: str, message: str, headers: dict[str, str] | None = None,
-              **extra) -> HTTPException:
+def api_error(status: int, error: str, message: str, headers: dict[str, str] | None = None, **extra) -> HTTPException:
     return HTTPException(status, detail={"error": error, "message": message, **extra}, headers=headers)
 
 
@@ -99,8 +109,10 @@ def _request_validation_error(request: Request, exc: RequestValidationError) -> 
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         error = (first.get("ctx") or {}).get("error", "invalid JSON")
-        detail = {"error": "invalid_json", "message": f"the body is not valid JSON: {error} at position "
-                  f"{first.get('loc', ('', '?'))[-1]}"}
+        detail = {
+            "error": "invalid_json",
+            "message": f"the body is not valid JSON: {error} at position {first.get('loc', ('', '?'))[-1]}",
+        }
         return JSONResponse({"detail": detail}, status_code=400)
     loc = [shown(p) if isinstance(p, str) else p for p in first.get("loc", ()) if p != "body"]
     where = ".".join(map(str, loc)) or "request"
@@ -112,8 +124,14 @@ def _request_validation_error(request: Request, exc: RequestValidationError) -> 
             detail["field"] = ".".join(map(str, loc[2:]))
     elif loc:
         detail["field"] = ".".join(map(str, loc))
-    detail["errors"] = [{"loc": [shown(p) if isinstance(p, str) else p for p in e.get("loc", ())],
-                         "msg": e.get("msg"), "type": e.get("type")} for e in errors[:10]]
+    detail["errors"] = [
+        {
+            "loc": [shown(p) if isinstance(p, str) else p for p in e.get("loc", ())],
+            "msg": e.get("msg"),
+            "type": e.get("type"),
+        }
+        for e in errors[:10]
+    ]
     if request.url.path.startswith("/v1/pairs"):
         metrics.INGEST_REJECTED.labels(code).inc()
     return JSONResponse({"detail": detail}, status_code=422)

@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DISK_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EROFS: "EROFS", errno.EDQUOT: "EDQUOT", errno.EIO: "EIO"}
-DISK_WORDS = {"No space left": "ENOSPC", "Read-only file system": "EROFS", "Disk quota": "EDQUOT",
-              "file write failed": "ENOSPC"}  # safetensors / torch.save wrap the OSError in their own error
+DISK_WORDS = {
+    "No space left": "ENOSPC",
+    "Read-only file system": "EROFS",
+    "Disk quota": "EDQUOT",
+    "file write failed": "ENOSPC",
+}  # safetensors / torch.save wrap the OSError in their own error
 PERMANENT = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError)
 
 

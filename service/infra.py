@@ -76,9 +76,15 @@ def start_process(argv: list[str], log_path: Path, env: dict | None = None) -> s
         log.warning("cannot open %s (%s); logging to stderr instead", log_path, e)
         out = None
     try:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     finally:
         if out is not None:
             out.close()
@@ -107,13 +113,19 @@ def _wait_until(ready, server: Server, timeout_s: float) -> None:
 
 
 @contextmanager
-def _serving(name: str, argv_for_port, address_for_port, ready_for, port: int | None, log_dir: Path,
-             timeout_s: float) -> Iterator[Server]:  # fmt: skip
+def _serving(
+    name: str, argv_for_port, address_for_port, ready_for, port: int | None, log_dir: Path, timeout_s: float
+) -> Iterator[Server]:
     """Start on a free port (retrying if another process grabbed it first), yield, stop."""
     for attempt in range(3):
         p = port or free_port()
-        server = Server(name, start_process(argv_for_port(p), log_dir / f"{name}.log"), p, address_for_port(p),
-                        log_dir / f"{name}.log")  # fmt: skip
+        server = Server(
+            name,
+            start_process(argv_for_port(p), log_dir / f"{name}.log"),
+            p,
+            address_for_port(p),
+            log_dir / f"{name}.log",
+        )
         try:
             _wait_until(ready_for(server), server, timeout_s)
             break
@@ -144,8 +156,16 @@ def tansu_binary() -> str:
 
 def tansu_argv(port: int, host: str = HOST) -> list[str]:
     url = f"tcp://{host}:{port}"
-    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]  # fmt: skip
+    return [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def kafka_ready(bootstrap: str) -> bool:
@@ -175,8 +195,9 @@ def _port_open(port: int, host: str = HOST) -> bool:
 
 
 @contextmanager
-def kafka_broker(port: int | None = None, log_dir: str | Path | None = None,
-                 timeout_s: float = 30.0) -> Iterator[Server]:  # fmt: skip
+def kafka_broker(
+    port: int | None = None, log_dir: str | Path | None = None, timeout_s: float = 30.0
+) -> Iterator[Server]:
     """A Tansu broker with in-memory storage; `server.address` is the bootstrap string."""
     with _log_dir(log_dir) as logs:
 
@@ -194,8 +215,21 @@ def redis_argv(port: int, directory: Path) -> list[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise InfraError("redis-server is not installed (e.g. apt-get install redis-server)")
-    return [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-            "--dir", str(directory), "--daemonize", "no"]  # fmt: skip
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        HOST,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+    ]
 
 
 def redis_ready(url: str) -> bool:
@@ -209,8 +243,9 @@ def redis_ready(url: str) -> bool:
 
 
 @contextmanager
-def redis_server(port: int | None = None, log_dir: str | Path | None = None,
-                 timeout_s: float = 15.0) -> Iterator[Server]:  # fmt: skip
+def redis_server(
+    port: int | None = None, log_dir: str | Path | None = None, timeout_s: float = 15.0
+) -> Iterator[Server]:
     """A private redis-server without persistence; `server.address` is its redis:// URL."""
     with _log_dir(log_dir) as logs:
 

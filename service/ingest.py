@@ -39,14 +39,17 @@ def now_iso() -> str:
 
 
 def encode_value(pair: ValidPair, received_at: str | None = None) -> bytes:
-    return json.dumps({
-        "id": pair.id,
-        "text": pair.text,
-        "image": base64.b64encode(pair.image).decode("ascii"),
-        "content_type": pair.content_type,
-        "metadata": pair.metadata,
-        "received_at": received_at or now_iso(),
-    }, separators=(",", ":")).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "id": pair.id,
+            "text": pair.text,
+            "image": base64.b64encode(pair.image).decode("ascii"),
+            "content_type": pair.content_type,
+            "metadata": pair.metadata,
+            "received_at": received_at or now_iso(),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def max_message_bytes(settings: Settings) -> int:
@@ -113,8 +116,7 @@ def produce_seal(producer: KafkaProducer, topic: str, request_id: str, timeout_s
     try:
         partitions = sorted(producer.partitions_for(topic) or [0])
         value = json.dumps({"seal": request_id, "partitions": len(partitions), "requested": now_iso()}).encode()
-        futures = [producer.send(topic, value=value, partition=p, headers=[(CONTROL_HEADER, SEAL)])
-                   for p in partitions]  # fmt: skip
+        futures = [producer.send(topic, value=value, partition=p, headers=[(CONTROL_HEADER, SEAL)]) for p in partitions]
         for fut in futures:
             fut.get(timeout=timeout_s)
     except Exception as e:  # KafkaError, KafkaTimeoutError
@@ -125,8 +127,9 @@ def produce_seal(producer: KafkaProducer, topic: str, request_id: str, timeout_s
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
     """Create the topics that do not exist yet (replication 1: a local broker)."""
     timeout_ms = int(timeout_s * 1000)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                             bootstrap_timeout_ms=timeout_ms)  # fmt: skip
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+    )
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         for topic in missing:

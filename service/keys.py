@@ -240,8 +240,9 @@ class KeyStore:
                         break
             except redis.RedisError as e:
                 log.warning("key lookup from disk, Redis unavailable: %s", e)
-        return next((rec for rec in self.file.read()["keys"].values() if rec["hash"] == h and rec["revoked"] is None),
-                    None)
+        return next(
+            (rec for rec in self.file.read()["keys"].values() if rec["hash"] == h and rec["revoked"] is None), None
+        )
 
 
 def write_secret(path: str | Path, secret: str) -> None:

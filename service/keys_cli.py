@@ -56,8 +56,9 @@ def _request(url: str, api_key: str | None, method: str, path: str, **kw) -> dic
 def _store() -> KeyStore:
     settings = Settings()
     logging.getLogger("modx.keys").setLevel(logging.ERROR)  # a stack that is down has no Redis: not news
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=0.5,
-                                  socket_timeout=2.0)
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=0.5, socket_timeout=2.0
+    )
     return KeyStore(settings.data_dir, client)
 
 
@@ -90,8 +91,7 @@ def create(
         key, secret = _offline(lambda store: store.create(scope, name, rate))
         made, where = {**key.public(), "key": secret}, f"{Settings().data_dir} (offline)"
     rate_text = f"{made['rate']:g}/s" if made["rate"] else "the default rate"
-    typer.echo(f"created key {made['name']!r} (scope {made['scope']}, {rate_text}) in {where}; "
-               "it is shown only now:")
+    typer.echo(f"created key {made['name']!r} (scope {made['scope']}, {rate_text}) in {where}; it is shown only now:")
     typer.echo(made["key"])
 
 
@@ -105,8 +105,10 @@ def list_(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, offline: O
     typer.echo(f"{'name':<24} {'scope':<6} {'rate':>8}  {'created':<20} {'last used':<20} revoked")
     for k in keys:
         rate = f"{k['rate']:g}" if k["rate"] else "default"
-        typer.echo(f"{k['name']:<24} {k['scope']:<6} {rate:>8}  {_when(k['created']):<20} {_when(k['last_used']):<20} "
-                   f"{_when(k['revoked'])}")
+        typer.echo(
+            f"{k['name']:<24} {k['scope']:<6} {rate:>8}  {_when(k['created']):<20} {_when(k['last_used']):<20} "
+            f"{_when(k['revoked'])}"
+        )
 
 
 @app.command()
@@ -119,4 +121,3 @@ def revoke(name: str, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None
         key = _offline(lambda store: store.revoke(name)).public()
         where = f"{Settings().data_dir} (offline)"
     typer.echo(f"revoked key {key['name']!r} ({key['scope']}) in {where}")
-

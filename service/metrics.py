@@ -26,21 +26,26 @@ CONSUMER_WRITTEN = Counter("modx_consumer_written_pairs", "Pairs fsynced into a 
 CONSUMER_DUPLICATES = Counter("modx_consumer_duplicate_pairs", "Messages dropped as already buffered")
 CONSUMER_DLQ = Counter("modx_consumer_dlq_messages", "Messages sent to the dead-letter topic, by reason", ["reason"])
 CONSUMER_LAG = Gauge("modx_consumer_lag", "Messages behind the partition's high watermark", ["partition"])
-CONSUMER_WRITE_FAULT = Gauge("modx_consumer_write_fault", "1 while the consumer cannot write its batch, by cause "
-                             "(ENOSPC, EROFS, EDQUOT, EIO, other)", ["reason"])
+CONSUMER_WRITE_FAULT = Gauge(
+    "modx_consumer_write_fault",
+    "1 while the consumer cannot write its batch, by cause (ENOSPC, EROFS, EDQUOT, EIO, other)",
+    ["reason"],
+)
 PHASES_SEALED = Counter("modx_phases_sealed", "Phases sealed, by reason", ["reason"])
 PHASE_OPEN = Gauge("modx_phase_open", "Number of the open phase")
 PHASE_FILL = Gauge("modx_phase_fill", "Pairs in the open phase")
 
 TRAIN_LOSS = Gauge("modx_train_loss", "Loss of the trainer worker's last step")
-TRAIN_STEP_SECONDS = Histogram("modx_train_step_seconds", "Seconds per training step",
-                               buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10))  # fmt: skip
+TRAIN_STEP_SECONDS = Histogram(
+    "modx_train_step_seconds", "Seconds per training step", buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10)
+)
 SNAPSHOT_VERSION = Gauge("modx_snapshot_version", "Newest snapshot published by the trainer worker")
 SNAPSHOTS_REJECTED = Counter("modx_snapshots_rejected", "Snapshots the promotion guard rejected")
 INDEX_VERSION = Gauge("modx_index_version", "Snapshot version of the index being served")
 INDEX_SIZE = Gauge("modx_index_size", "Vectors in the index being served")
-SEARCH_LATENCY = Histogram("modx_search_seconds", "Search latency (encode + search)",
-                           buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1))  # fmt: skip
+SEARCH_LATENCY = Histogram(
+    "modx_search_seconds", "Search latency (encode + search)", buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1)
+)
 
 
 class SharedMetrics:

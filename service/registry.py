@@ -267,7 +267,12 @@ class Registry:
         serving = status.read_serving(data_dir)
         self.cache_snapshots(snapshots, gone, serving)
         marked = self.r.eval(MARK_EPOCH, 2, self.key("rebuild"), self.key("epoch"), token, str(time.time()))
-        summary = {"ids": len(ids), "phases": len(phases), "snapshots": len(snapshots), "serving": serving,
-                   "complete": bool(marked)}
+        summary = {
+            "ids": len(ids),
+            "phases": len(phases),
+            "snapshots": len(snapshots),
+            "serving": serving,
+            "complete": bool(marked),
+        }
         log.info("registry rebuilt from %s: %s", data_dir, summary)
         return summary

@@ -125,8 +125,12 @@ class ServingState:
                 self.index_device,
             )
             self.holder.swap(served)
-            log.info("serving snapshot %d with index %d (%d pairs)", served.snapshot, served.index.snapshot,
-                     served.index.size)
+            log.info(
+                "serving snapshot %d with index %d (%d pairs)",
+                served.snapshot,
+                served.index.snapshot,
+                served.index.size,
+            )
         else:
             for index in (current.index, current.texts):
                 if index is not None:

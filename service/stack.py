@@ -117,8 +117,13 @@ class Supervisor:
                     self._back_off(role)
                 else:
                     role.delay, role.not_before = 0.0, now
-                log.warning("%s exited with %s; restarting it%s (see %s)", role.name, code,
-                            f" in {role.delay:.0f}s" if quick else "", self.logs / f"{role.name}.log")
+                log.warning(
+                    "%s exited with %s; restarting it%s (see %s)",
+                    role.name,
+                    code,
+                    f" in {role.delay:.0f}s" if quick else "",
+                    self.logs / f"{role.name}.log",
+                )
                 role.proc = None
             if now >= role.not_before:
                 self.start(role)
@@ -146,8 +151,11 @@ def drain(settings: Settings, supervisor: Supervisor, force: threading.Event, in
             if left == 0:
                 return 0
             if told != left:
-                print(f"waiting for the consumer to write {left if left > 0 else 'the'} acknowledged pairs before "
-                      "stopping the broker, whose storage is memory (Ctrl-C again abandons them)", flush=True)
+                print(
+                    f"waiting for the consumer to write {left if left > 0 else 'the'} acknowledged pairs before "
+                    "stopping the broker, whose storage is memory (Ctrl-C again abandons them)",
+                    flush=True,
+                )
                 told = left
             if force.wait(interval_s):
                 return left
@@ -201,8 +209,11 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
                 wait_healthy(url)
             except RuntimeError as e:  # keep supervising: the API may come up later
                 log.error("%s", e)
-            print(f"modx is up: {url}  (Kafka {settings.kafka_bootstrap}, Redis {settings.redis_url}, "
-                  f"data {settings.data_dir}, logs {logs})", flush=True)
+            print(
+                f"modx is up: {url}  (Kafka {settings.kafka_bootstrap}, Redis {settings.redis_url}, "
+                f"data {settings.data_dir}, logs {logs})",
+                flush=True,
+            )
             print(f"admin key: {key_path}" + (" (new)" if made else ""), flush=True)
             key_arg = f' --api-key "$(cat {key_path})"' if data_dir is not None else ""  # else the demo finds it
             print(f"try: modx demo --url {url}{key_arg}   (Ctrl-C stops everything)", flush=True)

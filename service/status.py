@@ -71,8 +71,12 @@ def write_status(data_dir: str | Path, version: int, status: str, reason: str = 
     """status.json of one snapshot, atomically; returns the record written."""
     if status not in STATUSES:
         raise ValueError(f"snapshot status must be one of {STATUSES}, got {status!r}")
-    record = {"snapshot": version, "status": status, "reason": reason,
-              "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+    record = {
+        "snapshot": version,
+        "status": status,
+        "reason": reason,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }
     write_json_atomic(snapshot_dir(data_dir, version) / STATUS_FILE, record)
     return record
 

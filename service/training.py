@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from service.status import RECALL_FILE, snapshot_dir
 from trainer.atomic import read_json, write_json_atomic
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
 from trainer.experts import EXPERTS, embed_experts, load_experts, merge, save_experts
 from trainer.phase import train_phase
-from trainer.snapshot import TRAINED
 from trainer.simulate import initial_snapshot, r1
-
-from service.status import RECALL_FILE, snapshot_dir
+from trainer.snapshot import TRAINED
 
 log = logging.getLogger("modx.trainer_worker")
 
@@ -106,9 +105,19 @@ def train_and_evaluate(
     if not out.exists():
         recipe = cfg.recipe()
         experts = stored_experts(data_dir, phase) if cfg.experts else None
-        train_phase(parent_dir, pairs, cfg, out, version=phase, phase=phase, replay=replay,
-                    work_dir=data_dir / "work" / f"phase-{phase:06d}", on_step=on_step,
-                    extra_record={"recipe": recipe}, experts=experts)
+        train_phase(
+            parent_dir,
+            pairs,
+            cfg,
+            out,
+            version=phase,
+            phase=phase,
+            replay=replay,
+            work_dir=data_dir / "work" / f"phase-{phase:06d}",
+            on_step=on_step,
+            extra_record={"recipe": recipe},
+            experts=experts,
+        )
     new_eval: Evaluation = evaluate(out, probes, cfg.device)
     parent_eval: Evaluation = evaluate(parent_dir, probes, cfg.device)
     gallery = parent if gallery is None else gallery
@@ -117,13 +126,21 @@ def train_and_evaluate(
     status, reason = guard(new_eval.recall, parent_eval.recall, old, max_drop)
     if status == "accepted":
         store_experts(out, pairs, replay, cfg)
-    write_json_atomic(out / RECALL_FILE, {
-        "snapshot": phase, "parent": parent, "recall": new_eval.recall,
-        "parent_recall": parent_eval.recall,
-        "old_gallery": old_gallery_recall(new_eval, gallery_eval), "old_gallery_snapshot": gallery,
-        "mean_r1_old": mean_r1(new_eval.recall, old), "mean_r1_all": mean_r1(new_eval.recall, list(probes)),
-        "status": status, "reason": reason,
-    })  # fmt: skip
+    write_json_atomic(
+        out / RECALL_FILE,
+        {
+            "snapshot": phase,
+            "parent": parent,
+            "recall": new_eval.recall,
+            "parent_recall": parent_eval.recall,
+            "old_gallery": old_gallery_recall(new_eval, gallery_eval),
+            "old_gallery_snapshot": gallery,
+            "mean_r1_old": mean_r1(new_eval.recall, old),
+            "mean_r1_all": mean_r1(new_eval.recall, list(probes)),
+            "status": status,
+            "reason": reason,
+        },
+    )
     write_json_atomic(out / DRIFT_FILE, {"from": parent, "to": phase, **transition_drift(parent_eval, new_eval)})
     log.info("snapshot %d from %d: %s %s", phase, parent, status, reason)
     return Outcome(phase, status, new_eval.recall, reason)

@@ -61,8 +61,14 @@ class Limits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Limits":
-        return cls(s.max_pairs_per_request, s.max_image_bytes, s.max_image_pixels, s.max_text_chars,
-                   s.max_metadata_bytes, s.max_request_pixels)
+        return cls(
+            s.max_pairs_per_request,
+            s.max_image_bytes,
+            s.max_image_pixels,
+            s.max_text_chars,
+            s.max_metadata_bytes,
+            s.max_request_pixels,
+        )
 
 
 class PixelBudget:
@@ -74,9 +80,14 @@ class PixelBudget:
 
     def spend(self, pixels: int) -> None:
         if pixels > self.left:
-            raise PairError(413, "too_many_pixels_in_request", f"the request's images add up to more than "
-                            f"max_request_pixels = {self.total} pixels (MODX_MAX_REQUEST_PIXELS); send fewer "
-                            "or smaller images per request", field="image")
+            raise PairError(
+                413,
+                "too_many_pixels_in_request",
+                f"the request's images add up to more than "
+                f"max_request_pixels = {self.total} pixels (MODX_MAX_REQUEST_PIXELS); send fewer "
+                "or smaller images per request",
+                field="image",
+            )
         self.left -= pixels
 
 
@@ -103,8 +114,12 @@ def check_id(raw: Any) -> str:
         return new_id()
     if not isinstance(raw, str) or not ID_PATTERN.fullmatch(raw) or raw.startswith("."):
         shown = repr(raw)[:80]
-        raise PairError(422, "invalid_id", f"id {shown} must be 1-128 characters of A-Z a-z 0-9 . _ : - "
-                        "and must not start with '.'", field="id")  # fmt: skip
+        raise PairError(
+            422,
+            "invalid_id",
+            f"id {shown} must be 1-128 characters of A-Z a-z 0-9 . _ : - and must not start with '.'",
+            field="id",
+        )
     return raw
 
 
@@ -116,8 +131,12 @@ def check_text(raw: Any, limits: Limits) -> str:
     if not text:
         raise PairError(422, "empty_text", "text is empty (or only whitespace)", field="text")
     if len(text) > limits.max_text_chars:
-        raise PairError(422, "text_too_long", f"text has {len(text)} characters, more than the limit of "
-                        f"{limits.max_text_chars}", field="text")  # fmt: skip
+        raise PairError(
+            422,
+            "text_too_long",
+            f"text has {len(text)} characters, more than the limit of {limits.max_text_chars}",
+            field="text",
+        )
     return text
 
 
@@ -131,8 +150,12 @@ def check_unicode(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise PairError(422, "invalid_unicode", f"{where} holds a lone surrogate {shown(e.object[e.start])} at "
-                        f"character {e.start}: not valid Unicode text", field=where) from None
+        raise PairError(
+            422,
+            "invalid_unicode",
+            f"{where} holds a lone surrogate {shown(e.object[e.start])} at character {e.start}: not valid Unicode text",
+            field=where,
+        ) from None
 
 
 def check_json_values(value: Any, where: str) -> None:
@@ -140,8 +163,12 @@ def check_json_values(value: Any, where: str) -> None:
     if isinstance(value, str):
         check_unicode(value, where)
     elif isinstance(value, float) and not math.isfinite(value):
-        raise PairError(422, "invalid_number", f"{where} is {value}: JSON numbers must be finite "
-                        "(NaN and Infinity are not JSON)", field=where)
+        raise PairError(
+            422,
+            "invalid_number",
+            f"{where} is {value}: JSON numbers must be finite (NaN and Infinity are not JSON)",
+            field=where,
+        )
     elif isinstance(value, dict):
         for key, item in value.items():
             name = f"{where}.{shown(key)}"
@@ -157,24 +184,34 @@ def check_metadata(raw: Any, limits: Limits) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise PairError(422, "invalid_metadata", f"metadata must be a JSON object, got {type(raw).__name__}",
-                        field="metadata")  # fmt: skip
+        raise PairError(
+            422, "invalid_metadata", f"metadata must be a JSON object, got {type(raw).__name__}", field="metadata"
+        )
     check_json_values(raw, "metadata")
     size = len(json.dumps(raw, separators=(",", ":")).encode())
     if size > limits.max_metadata_bytes:
-        raise PairError(413, "metadata_too_large", f"metadata is {size} bytes of JSON, more than the limit of "
-                        f"{limits.max_metadata_bytes}", field="metadata")  # fmt: skip
+        raise PairError(
+            413,
+            "metadata_too_large",
+            f"metadata is {size} bytes of JSON, more than the limit of {limits.max_metadata_bytes}",
+            field="metadata",
+        )
     return raw
 
 
 def decode_base64(raw: Any, limits: Limits) -> bytes:
     """Strict standard base64 (no whitespace, no data: prefix), size-checked before decoding."""
     if not isinstance(raw, str):
-        raise PairError(422, "invalid_base64", f"image must be a base64 string, got {type(raw).__name__}",
-                        field="image")  # fmt: skip
+        raise PairError(
+            422, "invalid_base64", f"image must be a base64 string, got {type(raw).__name__}", field="image"
+        )
     if len(raw) > 4 * ((limits.max_image_bytes + 2) // 3):
-        raise PairError(413, "image_too_large", f"image is about {len(raw) * 3 // 4} bytes, more than the limit "
-                        f"of {limits.max_image_bytes}", field="image")  # fmt: skip
+        raise PairError(
+            413,
+            "image_too_large",
+            f"image is about {len(raw) * 3 // 4} bytes, more than the limit of {limits.max_image_bytes}",
+            field="image",
+        )
     try:
         return base64.b64decode(raw.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as e:
@@ -202,12 +239,20 @@ def check_image(data: bytes, limits: Limits, budget: PixelBudget | None = None) 
     if not data:
         raise PairError(422, "empty_image", "image is empty", field="image")
     if len(data) > limits.max_image_bytes:
-        raise PairError(413, "image_too_large", f"image is {len(data)} bytes, more than the limit of "
-                        f"{limits.max_image_bytes}", field="image")  # fmt: skip
+        raise PairError(
+            413,
+            "image_too_large",
+            f"image is {len(data)} bytes, more than the limit of {limits.max_image_bytes}",
+            field="image",
+        )
     content_type = sniff_content_type(data)
     if content_type is None:
-        raise PairError(415, "unsupported_media_type", "image must be PNG, JPEG or WebP (judged from its bytes, "
-                        f"which start with {data[:8].hex()})", field="image")  # fmt: skip
+        raise PairError(
+            415,
+            "unsupported_media_type",
+            f"image must be PNG, JPEG or WebP (judged from its bytes, which start with {data[:8].hex()})",
+            field="image",
+        )
     fmt = next(k for k, v in CONTENT_TYPES.items() if v == content_type)
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
@@ -236,20 +281,29 @@ def _check_complete(data: bytes, fmt: str) -> None:
         complete = size == len(data) or (size % 2 == 1 and size + 1 == len(data))
     if not complete:
         ending = {"PNG": "its IEND chunk", "JPEG": "its end-of-image marker", "WEBP": "the size in its RIFF header"}
-        raise PairError(422, "corrupt_image", f"{fmt} image is cut short or has trailing bytes: it does not end "
-                        f"with {ending[fmt]}", field="image")
+        raise PairError(
+            422,
+            "corrupt_image",
+            f"{fmt} image is cut short or has trailing bytes: it does not end with {ending[fmt]}",
+            field="image",
+        )
 
 
 def _check_pixels(width: int, height: int, limits: Limits) -> None:
     if width < 1 or height < 1:
         raise PairError(422, "corrupt_image", f"image has no pixels ({width}x{height})", field="image")
     if width * height > limits.max_image_pixels:
-        raise PairError(413, "too_many_pixels", f"image is {width}x{height} = {width * height} pixels, more than "
-                        f"the limit of {limits.max_image_pixels}", field="image")  # fmt: skip
+        raise PairError(
+            413,
+            "too_many_pixels",
+            f"image is {width}x{height} = {width * height} pixels, more than the limit of {limits.max_image_pixels}",
+            field="image",
+        )
 
 
-def validate_fields(*, id: Any, text: Any, image: bytes, metadata: Any, limits: Limits,
-                    budget: PixelBudget | None = None) -> ValidPair:
+def validate_fields(
+    *, id: Any, text: Any, image: bytes, metadata: Any, limits: Limits, budget: PixelBudget | None = None
+) -> ValidPair:
     """Check one pair whose image is already bytes (multipart upload, or decoded base64)."""
     pair_id = check_id(id)
     clean_text = check_text(text, limits)
@@ -267,16 +321,21 @@ def validate_pair(raw: Mapping[str, Any], limits: Limits, budget: PixelBudget | 
             raise PairError(422, f"missing_{name}", f"{name} is required", field=name)
     pair_id = check_id(raw.get("id"))  # fail on the id before spending time on the image
     image = decode_base64(raw["image"], limits)
-    return validate_fields(id=pair_id, text=raw["text"], image=image, metadata=raw.get("metadata"),
-                           limits=limits, budget=budget)
+    return validate_fields(
+        id=pair_id, text=raw["text"], image=image, metadata=raw.get("metadata"), limits=limits, budget=budget
+    )
 
 
 def check_count(n: int, limits: Limits) -> None:
     if n == 0:
         raise PairError(422, "empty_request", "pairs is empty: send at least one pair", field="pairs")
     if n > limits.max_pairs_per_request:
-        raise PairError(413, "too_many_pairs", f"{n} pairs in one request, more than the limit of "
-                        f"{limits.max_pairs_per_request}", field="pairs")  # fmt: skip
+        raise PairError(
+            413,
+            "too_many_pairs",
+            f"{n} pairs in one request, more than the limit of {limits.max_pairs_per_request}",
+            field="pairs",
+        )
 
 
 def validate_batch(items: Sequence[Mapping[str, Any]], limits: Limits) -> list[ValidPair]:
@@ -289,4 +348,3 @@ def validate_batch(items: Sequence[Mapping[str, Any]], limits: Limits) -> list[V
         except PairError as e:
             raise e.at(i) from None
     return out
-

@@ -20,9 +20,6 @@ from pathlib import Path
 
 import redis
 
-from trainer.config import TrainConfig
-from trainer.data import Pair
-
 from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTextEncoder
 from indexer.gallery import add_segment, reindex
 from indexer.index import Index
@@ -32,6 +29,8 @@ from service.registry import Registry
 from service.retry import PhaseRetries
 from service.settings import Settings
 from service.training import Outcome, ensure_clip0, snapshot_dir, train_and_evaluate
+from trainer.config import TrainConfig
+from trainer.data import Pair
 
 log = logging.getLogger("modx.workers")
 BUILD_ORDER = ("text", "image")  # the caption index first: the image index's directory marks both built
@@ -96,16 +95,29 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
         metrics.TRAIN_LOSS.set(info["loss"])
         metrics.TRAIN_STEP_SECONDS.observe(info["seconds"])
         if info["step"] % 10 == 0 or info["step"] == info["total"]:
-            _cache(lambda: (registry.set_gauge("train_loss", info["loss"]),
-                            registry.set_gauge("train_step_seconds", info["seconds"])))
+            _cache(
+                lambda: (
+                    registry.set_gauge("train_loss", info["loss"]),
+                    registry.set_gauge("train_step_seconds", info["seconds"]),
+                )
+            )
 
     outcome = train_and_evaluate(
-        s.data_dir, phase, buffer.phase_pairs(s.data_dir, phase, "train"), probes, train_config(s), parent,
-        replay=past, max_drop=s.guard_max_drop, gallery=gallery, on_step=on_step,
-    )  # fmt: skip
+        s.data_dir,
+        phase,
+        buffer.phase_pairs(s.data_dir, phase, "train"),
+        probes,
+        train_config(s),
+        parent,
+        replay=past,
+        max_drop=s.guard_max_drop,
+        gallery=gallery,
+        on_step=on_step,
+    )
     status.judge(s.data_dir, registry, phase, outcome.status, outcome.reason)
-    registry.set_phase_status(s.data_dir, phase, "trained", started=started, snapshot=phase,
-                              snapshot_status=outcome.status)  # fmt: skip
+    registry.set_phase_status(
+        s.data_dir, phase, "trained", started=started, snapshot=phase, snapshot_status=outcome.status
+    )
     metrics.SNAPSHOT_VERSION.set(phase)
     _cache(lambda: registry.set_gauge("snapshot_version", phase))
     if outcome.status == "rejected":
@@ -197,9 +209,14 @@ class IndexerWorker:
     def new_records(self) -> dict[str, list]:
         """The pairs written since the last call (open phase included) that the indexes do
         not hold yet, as (id, image bytes) and (id, caption) streams."""
-        data_dir, fresh = Path(self.s.data_dir), [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())]
-        return {"image": ((r.id, (data_dir / r.image).read_bytes()) for r in fresh),
-                "text": [(r.id, r.text) for r in fresh]}  # fmt: skip
+        data_dir, fresh = (
+            Path(self.s.data_dir),
+            [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())],
+        )
+        return {
+            "image": ((r.id, (data_dir / r.image).read_bytes()) for r in fresh),
+            "text": [(r.id, r.text) for r in fresh],
+        }
 
     def load_encoders(self, version: int) -> None:
         encoders = SnapshotEncoders.load(snapshot_dir(self.s.data_dir, version), self.s.device, self.s.embed_batch_size)
@@ -218,8 +235,14 @@ class IndexerWorker:
             records = self.new_records()
             for modality in BUILD_ORDER:
                 self.indexes[modality] = reindex(
-                    version, records[modality], self.encoders[modality], index_dir(self.s.data_dir, version, modality),
-                    self.s.index_kind, batch_size=self.s.embed_batch_size, flat_max=self.s.index_flat_max)  # fmt: skip
+                    version,
+                    records[modality],
+                    self.encoders[modality],
+                    index_dir(self.s.data_dir, version, modality),
+                    self.s.index_kind,
+                    batch_size=self.s.embed_batch_size,
+                    flat_max=self.s.index_flat_max,
+                )
         status.set_serving(self.s.data_dir, self.registry, version, version)
         self.report()
         log.info("index v%d: %d pairs in %.1fs", version, self.index.size, time.perf_counter() - t0)
@@ -229,8 +252,14 @@ class IndexerWorker:
         records, added = self.new_records(), {}
         for modality in BUILD_ORDER:
             directory = index_dir(self.s.data_dir, self.version, modality)
-            _, added[modality] = add_segment(directory, records[modality], self.encoders[modality], self.version,
-                                             known=self.indexes[modality], batch_size=self.s.embed_batch_size)  # fmt: skip
+            _, added[modality] = add_segment(
+                directory,
+                records[modality],
+                self.encoders[modality],
+                self.version,
+                known=self.indexes[modality],
+                batch_size=self.s.embed_batch_size,
+            )
             if added[modality]:
                 apply_segments(self.indexes[modality], directory)
         if any(added.values()):

@@ -22,13 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.atomic import fsync_dir, has_syncfs, make_dirs, syncfs, write_bytes_atomic, write_json_atomic
-from trainer.data import split_of
-
-from service.buffer import (LOCK_FILE, MANIFEST_FILE, PAIRS_FILE, PHASES, Incoming, PhaseInfo, Record, complete_lines,
-                            epoch, image_relpath, phase_dir, phase_numbers, read_manifest, read_records, utc_now)
+from service.buffer import (
+    LOCK_FILE,
+    MANIFEST_FILE,
+    PAIRS_FILE,
+    PHASES,
+    Incoming,
+    PhaseInfo,
+    Record,
+    complete_lines,
+    epoch,
+    image_relpath,
+    phase_dir,
+    phase_numbers,
+    read_manifest,
+    read_records,
+    utc_now,
+)
 from service.settings import Settings
 from service.validation import ValidPair
+from trainer.atomic import fsync_dir, has_syncfs, make_dirs, syncfs, write_bytes_atomic, write_json_atomic
+from trainer.data import split_of
 
 log = logging.getLogger("modx.buffer")
 
@@ -57,8 +71,9 @@ class PhaseBuffer:
 
     @classmethod
     def from_settings(cls, s: Settings) -> "PhaseBuffer":
-        return cls(s.data_dir, phase_size=s.phase_size, phase_max_age_s=s.phase_max_age_s,
-                   probe_fraction=s.probe_fraction)
+        return cls(
+            s.data_dir, phase_size=s.phase_size, phase_max_age_s=s.phase_max_age_s, probe_fraction=s.probe_fraction
+        )
 
     # -- lifecycle
 
@@ -201,9 +216,18 @@ class PhaseBuffer:
 
     def _record(self, item: Incoming) -> Record:
         pair = item.pair
-        return Record(pair.id, pair.text, split_of(pair.id, self.probe_fraction), pair.content_type,
-                      image_relpath(pair.id), pair.metadata, item.partition, item.offset, item.received_at,
-                      utc_now())
+        return Record(
+            pair.id,
+            pair.text,
+            split_of(pair.id, self.probe_fraction),
+            pair.content_type,
+            image_relpath(pair.id),
+            pair.metadata,
+            item.partition,
+            item.offset,
+            item.received_at,
+            utc_now(),
+        )
 
     def _write_images(self, pairs: Sequence[ValidPair]) -> None:
         """Every image of the batch durable before any record names it: one syncfs for the
@@ -228,7 +252,7 @@ class PhaseBuffer:
         fd = os.open(directory / PAIRS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -9,17 +9,21 @@ runs with the small limits in `LIMITS`, so size cases stay small.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import zlib
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from tests.helpers import b64, bomb_png, make_image, make_png
 
-LIMITS = {"max_image_bytes": 64 * 1024, "max_request_bytes": 512 * 1024, "max_request_pixels": 100_000,
-          "max_metadata_bytes": 1024}
+LIMITS = {
+    "max_image_bytes": 64 * 1024,
+    "max_request_bytes": 512 * 1024,
+    "max_request_pixels": 100_000,
+    "max_metadata_bytes": 1024,
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,10 @@ class Case:
         if self.files is not None or self.form is not None:
             return {"files": self.files or {}, "data": self.form or {}, "headers": headers}
         if self.json is not None:
-            return {"content": json.dumps(self.json).encode(), "headers": {"content-type": "application/json",
-                                                                         **headers}}
+            return {
+                "content": json.dumps(self.json).encode(),
+                "headers": {"content-type": "application/json", **headers},
+            }
         if self.raw is not None and self.content_type:
             headers["content-type"] = self.content_type
         return {"content": self.raw, "headers": headers}
@@ -62,13 +68,14 @@ BIG_PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * (64 * 1024)
 def zero_width_png() -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", 0, 8, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def flipped(data: bytes, at: float = 0.6) -> bytes:
     i = int(len(data) * at)
-    return data[:i] + bytes(b ^ 0xFF for b in data[i:i + 16]) + data[i + 16:]
+    return data[:i] + bytes(b ^ 0xFF for b in data[i : i + 16]) + data[i + 16 :]
 
 
 def pair(**over) -> dict:
@@ -93,8 +100,7 @@ def img(name, data: bytes, status: int, error: str) -> Case:
 def U(name, status, error, files=None, field=None, **form) -> Case:
     """A case for POST /v1/pairs/upload."""
     parts = {"image": ("x.png", PNG, "image/png")} if files is None else files
-    return Case(name, "POST", "/v1/pairs/upload", status, error, files=parts, form={"text": "t", **form},
-                field=field)
+    return Case(name, "POST", "/v1/pairs/upload", status, error, files=parts, form={"text": "t", **form}, field=field)
 
 
 def S(name, status, error, body=None, field=None, **kw) -> Case:
@@ -114,19 +120,39 @@ def auth(key: str, method: str, path: str, status: int, error: str, **kw) -> Cas
     return Case(f"{key}_key_{method}_{path}", method, path, status, error, key=key, **kw)
 
 
-ROUTES = [("POST", "/v1/pairs"), ("POST", "/v1/pairs/upload"), ("POST", "/v1/search"), ("GET", "/v1/images/x"),
-          ("GET", "/v1/phases"), ("POST", "/v1/phases/seal"), ("GET", "/v1/snapshots"), ("GET", "/v1/recall"),
-          ("GET", "/v1/drift"), ("GET", "/metrics"), ("GET", "/v1/keys"), ("POST", "/v1/keys"),
-          ("DELETE", "/v1/keys/x")]
-NEEDS = {("POST", "/v1/pairs"): "write", ("POST", "/v1/pairs/upload"): "write", ("POST", "/v1/phases/seal"): "admin",
-         ("GET", "/metrics"): "admin", ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
-         ("DELETE", "/v1/keys/x"): "admin"}
+ROUTES = [
+    ("POST", "/v1/pairs"),
+    ("POST", "/v1/pairs/upload"),
+    ("POST", "/v1/search"),
+    ("GET", "/v1/images/x"),
+    ("GET", "/v1/phases"),
+    ("POST", "/v1/phases/seal"),
+    ("GET", "/v1/snapshots"),
+    ("GET", "/v1/recall"),
+    ("GET", "/v1/drift"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("DELETE", "/v1/keys/x"),
+]
+NEEDS = {
+    ("POST", "/v1/pairs"): "write",
+    ("POST", "/v1/pairs/upload"): "write",
+    ("POST", "/v1/phases/seal"): "admin",
+    ("GET", "/metrics"): "admin",
+    ("GET", "/v1/keys"): "admin",
+    ("POST", "/v1/keys"): "admin",
+    ("DELETE", "/v1/keys/x"): "admin",
+}
 AUTH_CASES = [
     *[auth("unknown", m, p, 401, "unknown_key", content_type=None) for m, p in ROUTES],
     *[auth("basic", m, p, 401, "missing_key", content_type=None) for m, p in ROUTES[:3]],
     *[auth("read", m, p, 403, "insufficient_scope", content_type=None) for m, p in ROUTES if (m, p) in NEEDS],
-    *[auth("write", m, p, 403, "insufficient_scope", content_type=None) for m, p in ROUTES
-      if NEEDS.get((m, p)) == "admin"],
+    *[
+        auth("write", m, p, 403, "insufficient_scope", content_type=None)
+        for m, p in ROUTES
+        if NEEDS.get((m, p)) == "admin"
+    ],
 ]
 
 
@@ -185,11 +211,21 @@ CASES: list[Case] = [
     P("image_empty", 422, "empty_image", pairs(pair(image="")), "image"),
     P("image_not_base64", 422, "invalid_base64", pairs(pair(image="%%%not-base64%%%")), "image"),
     P("image_bad_padding", 422, "invalid_base64", pairs(pair(image="abc")), "image"),
-    P("image_newlines", 422, "invalid_base64", pairs(pair(image=b64(NOISE_PNG)[:40] + "\n" + b64(NOISE_PNG)[40:])),
-      "image"),
+    P(
+        "image_newlines",
+        422,
+        "invalid_base64",
+        pairs(pair(image=b64(NOISE_PNG)[:40] + "\n" + b64(NOISE_PNG)[40:])),
+        "image",
+    ),
     P("image_data_url", 422, "invalid_base64", pairs(pair(image="data:image/png;base64," + b64(PNG))), "image"),
-    P("image_urlsafe", 422, "invalid_base64", pairs(pair(image=b64(NOISE_PNG).replace("+", "-").replace("/", "_"))),
-      "image"),
+    P(
+        "image_urlsafe",
+        422,
+        "invalid_base64",
+        pairs(pair(image=b64(NOISE_PNG).replace("+", "-").replace("/", "_"))),
+        "image",
+    ),
     P("image_surrogate", 422, "invalid_base64", pairs(pair(image="\udc00AAA")), "image"),
     # -- image: what the bytes are
     img("text_bytes", b"hello, world", 415, "unsupported_media_type"),
@@ -218,18 +254,33 @@ CASES: list[Case] = [
     img("webp_cut_20", WEBP[:-20], 422, "corrupt_image"),
     img("webp_cut_2", WEBP[:-2], 422, "corrupt_image"),
     img("webp_trailing_bytes", WEBP + b"garbage!", 422, "corrupt_image"),
-    P("pixels_over_request_budget", 413, "too_many_pixels_in_request",
-      pairs(*[pair(id=f"px{i}", image=b64(PNG_200)) for i in range(3)]), "image"),
+    P(
+        "pixels_over_request_budget",
+        413,
+        "too_many_pixels_in_request",
+        pairs(*[pair(id=f"px{i}", image=b64(PNG_200)) for i in range(3)]),
+        "image",
+    ),
     # -- metadata
     P("metadata_list", 422, "invalid_request", pairs(pair(metadata=[1, 2])), "metadata"),
     P("metadata_string", 422, "invalid_request", pairs(pair(metadata="k=v")), "metadata"),
     P("metadata_number", 422, "invalid_request", pairs(pair(metadata=5)), "metadata"),
     P("metadata_value_surrogate", 422, "invalid_unicode", pairs(pair(metadata={"k": "\udc00"})), "metadata.k"),
     P("metadata_key_surrogate", 422, "invalid_unicode", pairs(pair(metadata={"\ud800": 1})), "metadata.\\ud800"),
-    P("metadata_deep_surrogate", 422, "invalid_unicode", pairs(pair(metadata={"a": [{"b": "\udfff"}]})),
-      "metadata.a.0.b"),
-    P("metadata_deep_key_surrogate", 422, "invalid_unicode", pairs(pair(metadata={"a": {"\udc80": 0}})),
-      "metadata.a.\\udc80"),
+    P(
+        "metadata_deep_surrogate",
+        422,
+        "invalid_unicode",
+        pairs(pair(metadata={"a": [{"b": "\udfff"}]})),
+        "metadata.a.0.b",
+    ),
+    P(
+        "metadata_deep_key_surrogate",
+        422,
+        "invalid_unicode",
+        pairs(pair(metadata={"a": {"\udc80": 0}})),
+        "metadata.a.\\udc80",
+    ),
     raw("metadata_nan", "/v1/pairs", NAN_META, 422, "invalid_number"),
     raw("metadata_infinity", "/v1/pairs", NAN_META.replace(b"NaN", b"Infinity"), 422, "invalid_number"),
     raw("metadata_minus_infinity", "/v1/pairs", NAN_META.replace(b"NaN", b"-Infinity"), 422, "invalid_number"),
@@ -237,8 +288,12 @@ CASES: list[Case] = [
     P("metadata_too_large", 413, "metadata_too_large", pairs(pair(metadata={"k": "v" * 2000})), "metadata"),
     # -- a bad item among good ones: the whole request refused
     P("second_item_bad", 422, "empty_text", pairs(pair(id="ok-1"), pair(id="ok-2", text=""))),
-    P("last_item_bad", 415, "unsupported_media_type",
-      pairs(pair(id="ok-1"), pair(id="ok-2"), pair(id="ok-3", image=b64(make_image("GIF"))))),
+    P(
+        "last_item_bad",
+        415,
+        "unsupported_media_type",
+        pairs(pair(id="ok-1"), pair(id="ok-2"), pair(id="ok-3", image=b64(make_image("GIF")))),
+    ),
     # -- bodies that do not parse, or are not JSON
     raw("invalid_utf8", "/v1/pairs", b'{"pairs": [{"text": "caf\xe9"}]}', 400, "invalid_json"),
     raw("deep_nesting", "/v1/pairs", DEEP, 400, "invalid_json"),
@@ -247,24 +302,53 @@ CASES: list[Case] = [
     raw("trailing_garbage", "/v1/pairs", b'{"pairs": []} x', 400, "invalid_json"),
     raw("single_quotes", "/v1/pairs", b"{'pairs': []}", 400, "invalid_json"),
     raw("text_plain", "/v1/pairs", json.dumps(pairs(pair())).encode(), 415, "unsupported_content_type", "text/plain"),
-    raw("form_urlencoded", "/v1/pairs", b"pairs=1", 415, "unsupported_content_type",
-        "application/x-www-form-urlencoded"),
+    raw(
+        "form_urlencoded", "/v1/pairs", b"pairs=1", 415, "unsupported_content_type", "application/x-www-form-urlencoded"
+    ),
     raw("no_content_type", "/v1/pairs", json.dumps(pairs(pair())).encode(), 415, "unsupported_content_type", None),
     raw("over_request_limit", "/v1/pairs", b'{"pairs": ["' + b"a" * 600_000 + b'"]}', 413, "request_too_large"),
     # -- POST /v1/pairs/upload
     U("upload_no_image", 422, "invalid_request", files={"other": ("a", b"b")}, field="image"),
-    Case("upload_no_text", "POST", "/v1/pairs/upload", 422, "invalid_request",
-         files={"image": ("x.png", PNG, "image/png")}, form={}, field="text"),
+    Case(
+        "upload_no_text",
+        "POST",
+        "/v1/pairs/upload",
+        422,
+        "invalid_request",
+        files={"image": ("x.png", PNG, "image/png")},
+        form={},
+        field="text",
+    ),
     U("upload_empty_text", 422, "empty_text", field="text", text="  "),
     U("upload_text_too_long", 422, "text_too_long", field="text", text="y" * 1001),
-    U("upload_text_not_utf8", 422, "invalid_utf8", field="text",
-      files={"image": ("x.png", PNG, "image/png"), "text": (None, b"caf\xe9")}),
-    U("upload_id_not_utf8", 422, "invalid_utf8", field="id",
-      files={"image": ("x.png", PNG, "image/png"), "id": (None, b"a\xffb")}),
-    U("upload_metadata_not_utf8", 422, "invalid_utf8", field="metadata",
-      files={"image": ("x.png", PNG, "image/png"), "metadata": (None, b'{"k": "\xff"}')}),
-    U("upload_text_surrogate_escape", 422, "invalid_utf8", field="text",
-      files={"image": ("x.png", PNG, "image/png"), "text": (None, b"\xed\xb0\x80")}),  # CESU-8 \udc00
+    U(
+        "upload_text_not_utf8",
+        422,
+        "invalid_utf8",
+        field="text",
+        files={"image": ("x.png", PNG, "image/png"), "text": (None, b"caf\xe9")},
+    ),
+    U(
+        "upload_id_not_utf8",
+        422,
+        "invalid_utf8",
+        field="id",
+        files={"image": ("x.png", PNG, "image/png"), "id": (None, b"a\xffb")},
+    ),
+    U(
+        "upload_metadata_not_utf8",
+        422,
+        "invalid_utf8",
+        field="metadata",
+        files={"image": ("x.png", PNG, "image/png"), "metadata": (None, b'{"k": "\xff"}')},
+    ),
+    U(
+        "upload_text_surrogate_escape",
+        422,
+        "invalid_utf8",
+        field="text",
+        files={"image": ("x.png", PNG, "image/png"), "text": (None, b"\xed\xb0\x80")},
+    ),  # CESU-8 \udc00
     U("upload_bad_id", 422, "invalid_id", field="id", id="a b"),
     U("upload_metadata_not_json", 422, "invalid_metadata", field="metadata", metadata="{"),
     U("upload_metadata_array", 422, "invalid_metadata", field="metadata", metadata="[1]"),
@@ -272,14 +356,29 @@ CASES: list[Case] = [
     U("upload_metadata_surrogate", 422, "invalid_unicode", field="metadata.k", metadata='{"k": "\\udc00"}'),
     U("upload_metadata_deep", 422, "invalid_metadata", field="metadata", metadata="[" * 5000 + "]" * 5000),
     U("upload_metadata_huge_int", 422, "invalid_metadata", field="metadata", metadata='{"n": ' + "9" * 5000 + "}"),
-    U("upload_gif", 415, "unsupported_media_type", files={"image": ("x.gif", make_image("GIF"), "image/gif")},
-      field="image"),
-    U("upload_truncated", 422, "corrupt_image", files={"image": ("x.png", NOISE_PNG[:-20], "image/png")},
-      field="image"),
+    U(
+        "upload_gif",
+        415,
+        "unsupported_media_type",
+        files={"image": ("x.gif", make_image("GIF"), "image/gif")},
+        field="image",
+    ),
+    U(
+        "upload_truncated",
+        422,
+        "corrupt_image",
+        files={"image": ("x.png", NOISE_PNG[:-20], "image/png")},
+        field="image",
+    ),
     U("upload_empty_file", 422, "empty_image", files={"image": ("x.png", b"", "image/png")}, field="image"),
     U("upload_too_large", 413, "image_too_large", files={"image": ("x.png", BIG_PNG, "image/png")}, field="image"),
-    U("upload_bomb", 413, "too_many_pixels", files={"image": ("x.png", bomb_png(50_000, 50_000), "image/png")},
-      field="image"),
+    U(
+        "upload_bomb",
+        413,
+        "too_many_pixels",
+        files={"image": ("x.png", bomb_png(50_000, 50_000), "image/png")},
+        field="image",
+    ),
     raw("upload_json_body", "/v1/pairs/upload", json.dumps(pair()).encode(), 415, "unsupported_content_type"),
     raw("upload_no_boundary", "/v1/pairs/upload", b"--x\r\n", 400, "invalid_multipart", "multipart/form-data"),
     # -- POST /v1/search
@@ -342,14 +441,34 @@ CASES: list[Case] = [
     Case("keys_create_no_scope", "POST", "/v1/keys", 422, "invalid_request", json={}, field="scope"),
     Case("keys_create_bad_scope", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "root"}, field="scope"),
     Case("keys_create_scope_number", "POST", "/v1/keys", 422, "invalid_request", json={"scope": 1}, field="scope"),
-    Case("keys_create_rate_zero", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "rate": 0},
-         field="rate"),
-    Case("keys_create_rate_string", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "rate": "5"},
-         field="rate"),
-    Case("keys_create_extra", "POST", "/v1/keys", 422, "invalid_request", json={"scope": "read", "admin": True},
-         field="admin"),
-    raw("keys_create_invalid_utf8", "/v1/keys", b'{"scope": "r\xe9ad"}', 400,
-        "invalid_json"),
+    Case(
+        "keys_create_rate_zero",
+        "POST",
+        "/v1/keys",
+        422,
+        "invalid_request",
+        json={"scope": "read", "rate": 0},
+        field="rate",
+    ),
+    Case(
+        "keys_create_rate_string",
+        "POST",
+        "/v1/keys",
+        422,
+        "invalid_request",
+        json={"scope": "read", "rate": "5"},
+        field="rate",
+    ),
+    Case(
+        "keys_create_extra",
+        "POST",
+        "/v1/keys",
+        422,
+        "invalid_request",
+        json={"scope": "read", "admin": True},
+        field="admin",
+    ),
+    raw("keys_create_invalid_utf8", "/v1/keys", b'{"scope": "r\xe9ad"}', 400, "invalid_json"),
     raw("keys_create_text_plain", "/v1/keys", b'{"scope": "read"}', 415, "unsupported_content_type", "text/plain"),
     Case("keys_revoke_unknown", "DELETE", "/v1/keys/no-such-key", 404, "not_found", content_type=None),
     *AUTH_CASES,

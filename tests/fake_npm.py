@@ -32,8 +32,10 @@ def package_json(name, license="MIT") -> bytes:
 
 def iconify_package(package: str, icon_set: dict, metadata: dict | None = None, info: dict | None = None) -> bytes:
     """An @iconify-json style package: icons.json (+ metadata.json, info.json)."""
-    files = {"package.json": package_json(package, (info or {}).get("license", {}).get("spdx", "MIT")),
-             "icons.json": json.dumps(icon_set).encode()}
+    files = {
+        "package.json": package_json(package, (info or {}).get("license", {}).get("spdx", "MIT")),
+        "icons.json": json.dumps(icon_set).encode(),
+    }
     if metadata is not None:
         files["metadata.json"] = json.dumps(metadata).encode()
     if info is not None:

@@ -25,8 +25,12 @@ def post(client, *pairs):
 
 def test_good_batch_is_in_kafka_keyed_by_id(client, settings):
     images = [make_png(color=(i, 0, 0)) for i in range(3)]
-    resp = post(client, pair_json("p1", image=images[0], metadata={"source": "t"}), pair_json("p2", image=images[1]),
-                pair_json(None, text="no id", image=images[2]))  # fmt: skip
+    resp = post(
+        client,
+        pair_json("p1", image=images[0], metadata={"source": "t"}),
+        pair_json("p2", image=images[1]),
+        pair_json(None, text="no id", image=images[2]),
+    )
     assert resp.status_code == 202, resp.text
     accepted = resp.json()["accepted"]
     assert [a["status"] for a in accepted] == ["queued"] * 3
@@ -84,15 +88,21 @@ def test_duplicates_are_reported_and_not_produced(client, settings):
     Registry.from_url(settings.redis_url).add_ids(["seen"])  # already in a phase buffer
     resp = post(client, pair_json("seen"), pair_json("new"), pair_json("new"))
     assert resp.status_code == 202
-    assert resp.json()["accepted"] == [{"id": "seen", "status": "duplicate"}, {"id": "new", "status": "queued"},
-                                       {"id": "new", "status": "duplicate"}]  # fmt: skip
+    assert resp.json()["accepted"] == [
+        {"id": "seen", "status": "duplicate"},
+        {"id": "new", "status": "queued"},
+        {"id": "new", "status": "duplicate"},
+    ]
     assert [m.key for m in read_topic(settings.kafka_bootstrap, settings.topic)] == [b"new"]
 
 
 def test_upload_multipart(client, settings):
     jpeg = make_image("JPEG", (12, 12))
-    resp = client.post("/v1/pairs/upload", files={"image": ("cat.jpg", jpeg, "image/jpeg")},
-                       data={"text": "a cat", "id": "up-1", "metadata": '{"k": 1}'})  # fmt: skip
+    resp = client.post(
+        "/v1/pairs/upload",
+        files={"image": ("cat.jpg", jpeg, "image/jpeg")},
+        data={"text": "a cat", "id": "up-1", "metadata": '{"k": 1}'},
+    )
     assert resp.status_code == 202, resp.text
     assert resp.json()["accepted"] == [{"id": "up-1", "status": "queued"}]
     [message] = read_topic(settings.kafka_bootstrap, settings.topic)

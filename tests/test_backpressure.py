@@ -54,8 +54,12 @@ def test_lagging_consumer_pauses_writes_until_it_catches_up(settings, tmp_path):
 
         consumer = ConsumerProcess(s, log).start()  # it commits what it wrote: the lag drains
         try:
-            wait_for(lambda: client.post("/v1/pairs", json={"pairs": pairs("c", 6)}).status_code == 202,
-                     timeout_s=60, interval_s=0.5, message=f"writes resumed:\n{consumer.log_tail()}")
+            wait_for(
+                lambda: client.post("/v1/pairs", json={"pairs": pairs("c", 6)}).status_code == 202,
+                timeout_s=60,
+                interval_s=0.5,
+                message=f"writes resumed:\n{consumer.log_tail()}",
+            )
             wait_for(lambda: KafkaLag(s).measure() == 0, timeout_s=30, message="the consumer caught up")
         finally:
             consumer.kill()  # stopped: a gauge it exported would stay at its last value
@@ -87,8 +91,9 @@ def test_low_disk_pauses_writes(settings, route):
 
 
 def test_kafka_down_does_not_pause_writes_for_lag(settings):
-    down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "produce_timeout_s": 2.0,
-                                       "max_consumer_lag": 0})
+    down = settings.model_copy(
+        update={"kafka_bootstrap": "127.0.0.1:1", "produce_timeout_s": 2.0, "max_consumer_lag": 0}
+    )
     with api_client(down) as client:
         resp = client.post("/v1/pairs", json={"pairs": pairs("a", 1)})
     assert resp.status_code == 503 and resp.json()["detail"]["error"] == "kafka_unavailable"

@@ -22,8 +22,15 @@ assert len(CASES) >= 120 and len({c.name for c in CASES}) == len(CASES)
 @pytest.fixture(scope="module")
 def corpus_settings(tmp_path_factory, kafka, redis_server) -> Settings:
     tag = uuid.uuid4().hex[:8]
-    s = Settings(data_dir=tmp_path_factory.mktemp("corpus"), kafka_bootstrap=kafka, redis_url=redis_server,
-                 topic=f"corpus-{tag}", dlq_topic=f"corpus-{tag}.dlq", consumer_group=f"corpus-{tag}", **LIMITS)
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("corpus"),
+        kafka_bootstrap=kafka,
+        redis_url=redis_server,
+        topic=f"corpus-{tag}",
+        dlq_topic=f"corpus-{tag}.dlq",
+        consumer_group=f"corpus-{tag}",
+        **LIMITS,
+    )
     ensure_topics(kafka, [s.topic, s.dlq_topic])
     return s
 
@@ -65,7 +72,8 @@ def test_bad_request(client, keys, produced, case):
 
 def test_the_produced_check_sees_a_good_request(client, keys, produced):
     """Run last in this module: the check above is able to fail."""
-    resp = client.post("/v1/pairs", json={"pairs": [{"id": "good", "text": "a red square", "image": b64(PNG)}]},
-                       headers=keys["write"])
+    resp = client.post(
+        "/v1/pairs", json={"pairs": [{"id": "good", "text": "a red square", "image": b64(PNG)}]}, headers=keys["write"]
+    )
     assert resp.status_code == 202, resp.text
     assert produced() == 1

@@ -10,8 +10,20 @@ from bench import continual
 def test_smoke_table(tmp_path):
     out = tmp_path / "out"
     names = [continual.CONVERGED_JOINT, "ct", "ct + replay", "modx expert a1 b1"]
-    result = continual.main(["--preset", "smoke", "--recipes", ",".join(names), "--seeds", "0",
-                             "--work-dir", str(tmp_path / "cache"), "--out", str(out)])
+    result = continual.main(
+        [
+            "--preset",
+            "smoke",
+            "--recipes",
+            ",".join(names),
+            "--seeds",
+            "0",
+            "--work-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["runs"]) == set(names)
     assert saved["machine"]["command"].startswith("python -m bench.continual --preset smoke")
@@ -27,7 +39,14 @@ def test_smoke_table(tmp_path):
     assert "min over domains" in choice["select_on"] and choice["chosen"] in names[1:]
     assert choice["chosen_modx"] == "modx expert a1 b1"
     report = (out / "report.md").read_text()
-    for heading in ("## Split `train`", "## Split `probe`", "## Split `validation`", "### Accuracy matrices (R@1)",
-                    f"% of `{continual.CONVERGED_JOINT}` average", "## Drift on the probes", "first domain (basic)"):
+    for heading in (
+        "## Split `train`",
+        "## Split `probe`",
+        "## Split `validation`",
+        "### Accuracy matrices (R@1)",
+        f"% of `{continual.CONVERGED_JOINT}` average",
+        "## Drift on the probes",
+        "first domain (basic)",
+    ):
         assert heading in report
     assert {p.name for p in out.glob("*.png")} == {f"r1_per_phase_{s}.png" for s in ("train", "probe", "validation")}

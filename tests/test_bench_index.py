@@ -9,8 +9,24 @@ from bench import embed, search
 
 def test_search_benchmark_rows(tmp_path):
     out = tmp_path / "search.json"
-    search.main(["--preset", "cpu", "--sizes", "300,100G", "--dim", "32", "--centres", "16", "--single", "20",
-                 "--batch", "64", "--out", str(out)])  # fmt: skip
+    search.main(
+        [
+            "--preset",
+            "cpu",
+            "--sizes",
+            "300,100G",
+            "--dim",
+            "32",
+            "--centres",
+            "16",
+            "--single",
+            "20",
+            "--batch",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     rows = {(r["size"], r["kind"]): r for r in result["rows"]}
     kinds = ["flat", "ivf", "ivfpq", "hnsw", "matmul"]
@@ -28,8 +44,9 @@ def test_search_benchmark_rows(tmp_path):
 
 def test_embed_benchmark_rows(tmp_path):
     out = tmp_path / "embed.json"
-    embed.main(["--preset", "cpu", "--images", "40", "--unique", "8", "--batch", "16", "--workers", "2",
-                "--out", str(out)])  # fmt: skip
+    embed.main(
+        ["--preset", "cpu", "--images", "40", "--unique", "8", "--batch", "16", "--workers", "2", "--out", str(out)]
+    )
     result = json.loads(out.read_text())
     rows = {r["stage"]: r for r in result["rows"]}
     assert list(rows) == ["end-to-end", "decode+prep", "encode", "index build"]
@@ -42,8 +59,12 @@ def test_embed_benchmark_rows(tmp_path):
 
 
 def test_embed_judge_names_the_slowest_component_and_projects_end_to_end():
-    rows = [embed.stage_row("end-to-end", 1000, 0.5), embed.stage_row("decode+prep", 1000, 0.1),
-            embed.stage_row("encode", 1000, 0.4), embed.stage_row("index build", 1000, 0.05)]
+    rows = [
+        embed.stage_row("end-to-end", 1000, 0.5),
+        embed.stage_row("decode+prep", 1000, 0.1),
+        embed.stage_row("encode", 1000, 0.4),
+        embed.stage_row("index build", 1000, 0.05),
+    ]
     bound, target = embed.judge(rows)
     assert bound == "encode"  # 2500 images/s, the slowest component (end-to-end is no component)
     assert target["projected_s"] == 500.0 and target["met"] is False  # 1M images at 2000/s

@@ -47,8 +47,15 @@ def test_freshness_smoke(tmp_path):
     for phase in saved["phases"]:
         assert phase["pairs"] == preset["pairs"] and phase["snapshot_status"] == "accepted"
         assert phase["index_size"] >= preset["pairs"] and phase["train_steps"] > 0
-        for key in ("seal_to_search_s", "wait_for_trainer_s", "train_s", "train_loop_s", "evaluate_s", "reindex_s",
-                    "api_swap_s"):  # fmt: skip
+        for key in (
+            "seal_to_search_s",
+            "wait_for_trainer_s",
+            "train_s",
+            "train_loop_s",
+            "evaluate_s",
+            "reindex_s",
+            "api_swap_s",
+        ):
             assert phase[key] is not None, key
     assert {"index_poll_s", "worker_poll_s", "consumer_poll_ms", "serving_poll_s"} <= set(saved["settings"])
     assert "bench.freshness" in saved["machine"]["command"]

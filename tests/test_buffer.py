@@ -8,11 +8,11 @@ import os
 import pytest
 
 from service import buffer
-from trainer import atomic
 from service.buffer import Incoming
-from service.writer import BufferLocked
 from service.validation import Limits, validate_pair
+from service.writer import BufferLocked
 from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
+from trainer import atomic
 from trainer.data import Pair, split_of
 
 

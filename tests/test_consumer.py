@@ -9,8 +9,8 @@ import time
 import pytest
 
 from service import buffer, consumer
-from service.registry import Registry
 from service.ingest import seal_request
+from service.registry import Registry
 from service.writer import PhaseBuffer
 from tests.helpers import api_client, make_png, pair_json, read_topic, wait_for
 
@@ -41,8 +41,9 @@ def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
     start_consumer(s)
     with api_client(s) as client:
         ids = [f"p{i}" for i in range(7)]
-        resp = client.post("/v1/pairs", json={"pairs": [pair_json(i, image=make_png(color=(n, 1, 2)))
-                                                        for n, i in enumerate(ids)]})  # fmt: skip
+        resp = client.post(
+            "/v1/pairs", json={"pairs": [pair_json(i, image=make_png(color=(n, 1, 2))) for n, i in enumerate(ids)]}
+        )
         assert resp.status_code == 202
         wait_for(lambda: len(buffered(s)) == 7, message="7 pairs buffered")
         registry = Registry.from_url(s.redis_url)

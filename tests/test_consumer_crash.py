@@ -22,8 +22,9 @@ def on_disk(data_dir) -> list[str]:
 
 
 def make_pair(i: int):
-    return validate_pair(pair_json(f"pair-{i:04d}", text=f"caption {i}", image=make_png(color=(i % 256, i // 256, 9))),
-                         Limits())  # fmt: skip
+    return validate_pair(
+        pair_json(f"pair-{i:04d}", text=f"caption {i}", image=make_png(color=(i % 256, i // 256, 9))), Limits()
+    )
 
 
 def produce(producer, topic: str, chunks: list, rng: random.Random) -> None:
@@ -35,13 +36,14 @@ def produce(producer, topic: str, chunks: list, rng: random.Random) -> None:
 
 
 def test_kill_9_loses_nothing_and_duplicates_nothing(settings, tmp_path):
-    s = settings.model_copy(update={"phase_size": PHASE_SIZE, "consumer_max_records": 4,
-                                    "consumer_max_poll_interval_ms": 3000})  # a quicker rejoin after a kill
+    s = settings.model_copy(
+        update={"phase_size": PHASE_SIZE, "consumer_max_records": 4, "consumer_max_poll_interval_ms": 3000}
+    )  # a quicker rejoin after a kill
     seed = int(os.environ.get("MODX_TEST_SEED", "1234"))
     rng = random.Random(seed)
     pairs = [make_pair(i) for i in range(N_PAIRS)]
     chunks = [pairs[i : i + 10] for i in range(0, N_PAIRS, 10)]
-    rounds = [chunks[k::KILLS + 1] for k in range(KILLS + 1)]  # a share of the stream per consumer life
+    rounds = [chunks[k :: KILLS + 1] for k in range(KILLS + 1)]  # a share of the stream per consumer life
     producer = make_producer(s)
     log = tmp_path / "consumer.log"
     proc, produced, interrupted = None, 0, 0
@@ -55,8 +57,12 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(settings, tmp_path):
             if k == KILLS:
                 break
             # kill -9 once this consumer has written something, somewhere inside its next batches
-            wait_for(lambda: len(on_disk(s.data_dir)) > before, timeout_s=30, interval_s=0.02,
-                     message=f"consumer {k} progress")  # fmt: skip
+            wait_for(
+                lambda: len(on_disk(s.data_dir)) > before,
+                timeout_s=30,
+                interval_s=0.02,
+                message=f"consumer {k} progress",
+            )
             time.sleep(rng.uniform(0.0, 0.02))  # small batches, a short wait: the kill lands mid-stream
             proc.kill()
             interrupted += len(set(on_disk(s.data_dir))) < produced  # it died with work left
@@ -89,4 +95,6 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(settings, tmp_path):
     registry = Registry.from_url(s.redis_url)
     assert registry.r.smembers(registry.key("ids")) == set(images)
     assert {n: r["status"] for n, r in registry.phases().items()} == {
-        **{n: "sealed" for n in range(1, n_sealed + 1)}, n_sealed + 1: "open"}
+        **{n: "sealed" for n in range(1, n_sealed + 1)},
+        n_sealed + 1: "open",
+    }

@@ -34,8 +34,9 @@ def committed(s) -> int:
 @pytest.mark.parametrize("fault", ["full", "read_only"])
 def test_consumer_survives_a_disk_fault(settings, tmp_path, fault):
     with loopfs.loop_fs(tmp_path / "disk", size_mb=48) as fs:
-        s = settings.model_copy(update={"data_dir": fs.mount / "data", "consumer_retry_cap_s": 0.5,
-                                        "min_free_bytes": 0})  # the API refuses nothing: the consumer meets the fault
+        s = settings.model_copy(
+            update={"data_dir": fs.mount / "data", "consumer_retry_cap_s": 0.5, "min_free_bytes": 0}
+        )  # the API refuses nothing: the consumer meets the fault
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, args=(s, stop), daemon=True)
         thread.start()

@@ -74,13 +74,16 @@ def test_upload_with_surrogate_metadata_is_refused(client, settings):
     assert read_topic(settings.kafka_bootstrap, settings.topic) == []
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"text": "q", "k": "10"}, "k"),
-    ({"text": "q", "k": True}, "k"),
-    ({"text": "q", "k": 10.0}, "k"),
-    ({"text": "q", "min_score": False}, "min_score"),
-    ({"text": 5}, "text"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"text": "q", "k": "10"}, "k"),
+        ({"text": "q", "k": True}, "k"),
+        ({"text": "q", "k": 10.0}, "k"),
+        ({"text": "q", "min_score": False}, "min_score"),
+        ({"text": 5}, "text"),
+    ],
+)
 def test_search_types_are_strict(client, body, field):
     refused(client.post("/v1/search", json=body), 422, "invalid_request", field)
 
@@ -101,12 +104,15 @@ def test_malformed_search_is_4xx_before_any_index_is_loaded(client):
 
 
 @pytest.mark.parametrize("path", ["/v1/pairs", "/v1/search"])
-@pytest.mark.parametrize("body,error", [
-    (b'{"pairs": [{"text": "caf\xe9"}]}', "invalid_json"),
-    (b"[" * 5000 + b"]" * 5000, "invalid_json"),
-    (b'{"k": ' + b"9" * 5000 + b"}", "invalid_json"),
-    (b'{"pairs": [', "invalid_json"),
-])
+@pytest.mark.parametrize(
+    "body,error",
+    [
+        (b'{"pairs": [{"text": "caf\xe9"}]}', "invalid_json"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+        (b'{"k": ' + b"9" * 5000 + b"}", "invalid_json"),
+        (b'{"pairs": [', "invalid_json"),
+    ],
+)
 def test_unparseable_bodies_get_the_project_error_body(client, settings, path, body, error):
     refused(post_raw(client, body, path), 400, error)
     assert read_topic(settings.kafka_bootstrap, settings.topic) == []

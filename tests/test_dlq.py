@@ -64,8 +64,9 @@ def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
         assert dict(m.headers)["source"].decode() == f"{settings.topic}/0/{[k for k, _ in messages].index(m.key)}"
 
     def committed():
-        probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group,
-                              enable_auto_commit=False)  # fmt: skip
+        probe = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+        )
         try:
             return probe.committed(TopicPartition(settings.topic, 0))
         finally:
@@ -88,7 +89,9 @@ def test_a_message_that_cannot_be_written_is_poison_not_a_crash_loop(settings, r
     producer.close()
 
     def buffered():
-        return [r.id for n in buffer.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)]
+        return [
+            r.id for n in buffer.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)
+        ]
 
     wait_for(lambda: "after" in buffered(), message="the pair after the unwritable one")
     assert buffered() == ["after"] and running_consumer.is_alive()

@@ -30,11 +30,19 @@ def stack(kafka, redis_server, tmp_path_factory):
     with redis.Redis.from_url(redis_server) as r:
         r.flushdb()  # what earlier tests left in the shared server is not this stack's
     env = {
-        "MODX_DATA_DIR": str(data_dir), "MODX_KAFKA_BOOTSTRAP": kafka, "MODX_REDIS_URL": redis_server,
-        "MODX_TOPIC": "e2e.pairs", "MODX_DLQ_TOPIC": "e2e.pairs.dlq", "MODX_CONSUMER_GROUP": "e2e",
-        "MODX_PHASE_SIZE": "100000", "MODX_RECIPE__EPOCHS": "3", "MODX_RECIPE__BATCH_SIZE": "32",
-        "MODX_WORKER_POLL_S": "0.3", "MODX_INDEX_POLL_S": "0.3", "MODX_CONSUMER_POLL_MS": "100",
-    }  # fmt: skip
+        "MODX_DATA_DIR": str(data_dir),
+        "MODX_KAFKA_BOOTSTRAP": kafka,
+        "MODX_REDIS_URL": redis_server,
+        "MODX_TOPIC": "e2e.pairs",
+        "MODX_DLQ_TOPIC": "e2e.pairs.dlq",
+        "MODX_CONSUMER_GROUP": "e2e",
+        "MODX_PHASE_SIZE": "100000",
+        "MODX_RECIPE__EPOCHS": "3",
+        "MODX_RECIPE__BATCH_SIZE": "32",
+        "MODX_WORKER_POLL_S": "0.3",
+        "MODX_INDEX_POLL_S": "0.3",
+        "MODX_CONSUMER_POLL_MS": "100",
+    }
     settings = Settings(**{k[5:].lower(): v for k, v in env.items() if "__" not in k})
     ensure_topics(kafka, [settings.topic, settings.dlq_topic])
     procs = [
@@ -59,8 +67,12 @@ def wait(what, check, timeout_s=240.0):
 
 
 def post(client, pairs):
-    body = {"pairs": [{"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(),
-                       "metadata": {"domain": p.domain}} for p in pairs]}  # fmt: skip
+    body = {
+        "pairs": [
+            {"id": p.id, "text": p.text, "image": base64.b64encode(p.image).decode(), "metadata": {"domain": p.domain}}
+            for p in pairs
+        ]
+    }
     r = client.post("/v1/pairs", json=body)
     assert r.status_code == 202, r.text
     return r.json()["accepted"]
@@ -94,8 +106,13 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
             assert [a["status"] for a in post(client, pairs[:3])] == ["duplicate"] * 3
             r = client.post("/v1/phases/seal")
             assert r.status_code == 200, r.text
-            wait(f"snapshot {t}", lambda: any(s["version"] == t and s.get("status") in ("accepted", "superseded", "rejected")
-                                               for s in client.get("/v1/snapshots").json()["snapshots"]))  # fmt: skip
+            wait(
+                f"snapshot {t}",
+                lambda: any(
+                    s["version"] == t and s.get("status") in ("accepted", "superseded", "rejected")
+                    for s in client.get("/v1/snapshots").json()["snapshots"]
+                ),
+            )
             wait(f"index {t}", lambda: client.get("/v1/snapshots").json()["serving"].get("index") == t)
             wait(f"the searches answered by v{t}", lambda: any(s == t for s, _ in searches))  # not a race with `stop`
     finally:
@@ -127,8 +144,9 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     assert image_query["results"][0]["id"] == pair.id  # its own image is its nearest neighbour
     by_text = client.post("/v1/search", json={"text": pair.text, "target": "text", "k": 1}).json()
     assert by_text["target"] == "text" and by_text["results"][0]["text"] == pair.text  # its own caption first
-    to_text = client.post("/v1/search", json={"image": base64.b64encode(pair.image).decode(), "target": "text",
-                                              "k": 5}).json()  # image -> text: captions ranked
+    to_text = client.post(
+        "/v1/search", json={"image": base64.b64encode(pair.image).decode(), "target": "text", "k": 5}
+    ).json()  # image -> text: captions ranked
     assert to_text["snapshot"] == to_text["index"] == 3 and len(to_text["results"]) == 5
     img = client.get(f"/v1/images/{pair.id}")
     assert img.status_code == 200 and img.content == pair.image and img.headers["content-type"] == "image/png"

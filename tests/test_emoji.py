@@ -36,14 +36,18 @@ COMPONENTS = [
     {"label": "light skin tone", "hexcode": "1F3FB", "group": 2, "subgroup": 3, "type": 1, "version": 1},
 ]
 MESSAGES = {
-    "groups": [{"key": "smileys-emotion", "message": "smileys & emotion", "order": 0},
-               {"key": "animals-nature", "message": "animals & nature", "order": 1},
-               {"key": "component", "message": "components", "order": 2}],
-    "subgroups": [{"key": "face-smiling", "message": "smiling", "order": 0},
-                  {"key": "hand-fingers", "message": "fingers", "order": 1},
-                  {"key": "animal-mammal", "message": "mammal", "order": 2},
-                  {"key": "skin-tone", "message": "skin tone", "order": 3}],
-}  # fmt: skip
+    "groups": [
+        {"key": "smileys-emotion", "message": "smileys & emotion", "order": 0},
+        {"key": "animals-nature", "message": "animals & nature", "order": 1},
+        {"key": "component", "message": "components", "order": 2},
+    ],
+    "subgroups": [
+        {"key": "face-smiling", "message": "smiling", "order": 0},
+        {"key": "hand-fingers", "message": "fingers", "order": 1},
+        {"key": "animal-mammal", "message": "mammal", "order": 2},
+        {"key": "skin-tone", "message": "skin tone", "order": 3},
+    ],
+}
 NAMES = Names("emojibase-data", "0.0.1-test")
 PNG = Style("pngs", "emoji-datasource-fake", "1.0.0", "png", image_set="fake", art_license="CC0 (fake)")
 SVG = Style("svgs", "@fake/iconify-emoji", "1.0.0", "iconify")
@@ -77,15 +81,19 @@ def package_json(name, license="MIT") -> bytes:
 
 
 def fake_emojibase() -> bytes:
-    data = [{"label": label, "hexcode": hexcode, "tags": tags, "group": g, "subgroup": s, "type": 1, "version": 1}
-            for hexcode, label, tags, g, s in EMOJI] + COMPONENTS  # fmt: skip
+    data = [
+        {"label": label, "hexcode": hexcode, "tags": tags, "group": g, "subgroup": s, "type": 1, "version": 1}
+        for hexcode, label, tags, g, s in EMOJI
+    ] + COMPONENTS
     french = [{"label": "Visage Rieur", "hexcode": "1F600"}, {"label": "cœur rouge", "hexcode": "2764-FE0F"}]
-    return make_tgz({
-        "package.json": package_json("emojibase-data"),
-        "en/data.json": json.dumps(data).encode(),
-        "en/messages.json": json.dumps(MESSAGES).encode(),
-        "fr/data.json": json.dumps(french).encode(),
-    })  # fmt: skip
+    return make_tgz(
+        {
+            "package.json": package_json("emojibase-data"),
+            "en/data.json": json.dumps(data).encode(),
+            "en/messages.json": json.dumps(MESSAGES).encode(),
+            "fr/data.json": json.dumps(french).encode(),
+        }
+    )
 
 
 def fake_datasource() -> bytes:
@@ -94,8 +102,17 @@ def fake_datasource() -> bytes:
         if canonical(hexcode) == NOT_IN_PNG:
             continue
         image = f"{hexcode.lower()}.png"
-        index.append({"name": label.upper(), "unified": hexcode, "image": image, "short_name": label.split()[0],
-                      "category": "Whatever", "subcategory": "whatever", "has_img_fake": True})  # fmt: skip
+        index.append(
+            {
+                "name": label.upper(),
+                "unified": hexcode,
+                "image": image,
+                "short_name": label.split()[0],
+                "category": "Whatever",
+                "subcategory": "whatever",
+                "has_img_fake": True,
+            }
+        )
         files[f"img/fake/64/{image}"] = disc_png((20 * i, 100, 200))
     files["emoji.json"] = json.dumps(index).encode()
     return make_tgz(files)
@@ -116,19 +133,24 @@ def fake_iconify() -> bytes:
     icons["backhand-index-pointing-left"] = {"body": '<rect x="0" y="0" width="8" height="16" fill="#000"/>'}
     aliases = {"backhand-index-pointing-right": {"parent": "backhand-index-pointing-left", "hFlip": True}}
     icon_set = {"prefix": "fake", "icons": icons, "aliases": aliases, "width": 16, "height": 16}
-    return make_tgz({
-        "package.json": package_json("@fake/iconify-emoji", "CC-BY-4.0"),
-        "icons.json": json.dumps(icon_set).encode(),
-        "chars.json": json.dumps(chars).encode(),
-    })  # fmt: skip
+    return make_tgz(
+        {
+            "package.json": package_json("@fake/iconify-emoji", "CC-BY-4.0"),
+            "icons.json": json.dumps(icon_set).encode(),
+            "chars.json": json.dumps(chars).encode(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def tarballs(tmp_path_factory):
     """The fake packages, as files named the way npm pack names them."""
     root = tmp_path_factory.mktemp("tarballs")
-    built = {NAMES.package: (NAMES.version, fake_emojibase()), PNG.package: (PNG.version, fake_datasource()),
-             SVG.package: (SVG.version, fake_iconify())}  # fmt: skip
+    built = {
+        NAMES.package: (NAMES.version, fake_emojibase()),
+        PNG.package: (PNG.version, fake_datasource()),
+        SVG.package: (SVG.version, fake_iconify()),
+    }
     paths = {}
     for package, (version, data) in built.items():
         path = root / tarball_name(package, version)

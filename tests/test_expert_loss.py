@@ -63,8 +63,16 @@ def test_rows_of_different_sources_never_share_a_softmax():
     t_img, t_txt = near(img, 0.08), near(txt, 0.08)
     groups = torch.tensor([0, 0, 0, 1, 1, 1, -1, -1])
     together = grouped_modx_loss(img, txt, t_img, t_txt, groups)
-    apart = sum(grouped_modx_loss(img[groups == g], txt[groups == g], t_img[groups == g], t_txt[groups == g],
-                                  torch.zeros(int((groups == g).sum()), dtype=torch.long)) for g in (0, 1, -1))
+    apart = sum(
+        grouped_modx_loss(
+            img[groups == g],
+            txt[groups == g],
+            t_img[groups == g],
+            t_txt[groups == g],
+            torch.zeros(int((groups == g).sum()), dtype=torch.long),
+        )
+        for g in (0, 1, -1)
+    )
     assert together.item() == pytest.approx(apart.item(), rel=1e-6)
     # moving a row of source 1 anywhere changes nothing in source 0's terms: its softmax never sees it
     moved_txt = txt.clone()
@@ -75,15 +83,17 @@ def test_rows_of_different_sources_never_share_a_softmax():
     assert grouped_modx_loss(img, moved_txt, t_img, t_txt, groups).item() != together.item()
     # one shared softmax over the whole batch would differ
     assert grouped_modx_loss(img, txt, t_img, t_txt, torch.zeros(8, dtype=torch.long)).item() != pytest.approx(
-        together.item(), rel=1e-3)
+        together.item(), rel=1e-3
+    )
 
 
 def test_gradients_reach_the_student_only():
     img, txt = IMG.clone().requires_grad_(), TXT.clone().requires_grad_()
     t_img, t_txt = T_IMG.clone().requires_grad_(), T_TXT.clone().requires_grad_()
     old = GROUPS >= 0
-    loss = grouped_modx_loss(img, txt, t_img, t_txt, GROUPS) + 0.5 * feature_loss(img[old], txt[old], t_img[old],
-                                                                                 t_txt[old])
+    loss = grouped_modx_loss(img, txt, t_img, t_txt, GROUPS) + 0.5 * feature_loss(
+        img[old], txt[old], t_img[old], t_txt[old]
+    )
     loss.backward()
     assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0
     assert t_img.grad is None and t_txt.grad is None

@@ -128,8 +128,10 @@ def test_caption_index_ranks_a_caption_first_for_itself(tmp_path, tiny):
     from trainer.embed import encode_texts
 
     model, _, tokenizer = tiny
-    captions = [(f"t{i}", f"a {size} {colour} square") for i, (size, colour) in
-                enumerate((s, c) for s in ("small", "large") for c in ("red", "green", "blue"))]  # fmt: skip
+    captions = [
+        (f"t{i}", f"a {size} {colour} square")
+        for i, (size, colour) in enumerate((s, c) for s in ("small", "large") for c in ("red", "green", "blue"))
+    ]
     index = reindex(0, captions, SnapshotTextEncoder(model, tokenizer), index_dir(tmp_path, 0, "text"), kind="flat")
     assert index.size == 6 and index_dir(tmp_path, 0, "text") == tmp_path / "indexes" / "text" / "v000000"
     queries = encode_texts(model, tokenizer, [text for _, text in captions])

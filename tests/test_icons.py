@@ -12,8 +12,10 @@ from trainer.data import split_of
 from trainer.datasets import iconify
 from trainer.datasets.icons import PRETRAIN_SETS, IconDataset, IconSet, concept_of, readable, select_icons
 
-WORDS = ("arrow-left arrow-right home heart star user bell lock cloud camera search trash folder flag gift key "
-         "moon sun book code copy eye filter link mail map phone pin play print share tag").split()
+WORDS = (
+    "arrow-left arrow-right home heart star user bell lock cloud camera search trash folder flag gift key "
+    "moon sun book code copy eye filter link mail map phone pin play print share tag"
+).split()
 ALPHA = IconSet("alpha", "@iconify-json/alpha", "1.0.0")
 BETA = IconSet("beta", "@iconify-json/beta", "2.0.0")
 
@@ -35,10 +37,15 @@ def alpha_package(words=WORDS) -> bytes:
         icons[f"{w}-fill"] = {"body": body(i, "rect", True)}
     icons["old-home"] = {"body": body(0, "rect", True), "hidden": True}
     aliases = {"house": {"parent": "home"}}
-    metadata = {"suffixes": {"": "Regular", "fill": "Fill"},
-                "categories": {"Arrows": ["arrow-left", "arrow-right", "arrow-left-fill"]}}
-    info = {"name": "Alpha Icons", "author": {"name": "A. Designer"},
-            "license": {"title": "MIT", "spdx": "MIT", "url": "https://example.org/alpha"}}
+    metadata = {
+        "suffixes": {"": "Regular", "fill": "Fill"},
+        "categories": {"Arrows": ["arrow-left", "arrow-right", "arrow-left-fill"]},
+    }
+    info = {
+        "name": "Alpha Icons",
+        "author": {"name": "A. Designer"},
+        "license": {"title": "MIT", "spdx": "MIT", "url": "https://example.org/alpha"},
+    }
     icon_set = {"prefix": "alpha", "icons": icons, "aliases": aliases, "width": 16, "height": 16}
     return iconify_package(ALPHA.package, icon_set, metadata, info)
 
@@ -57,8 +64,10 @@ def beta_package(words=WORDS[:24]) -> bytes:
 
 @pytest.fixture(scope="module")
 def tarballs(tmp_path_factory):
-    return write_tarballs(tmp_path_factory.mktemp("tarballs"), {
-        (ALPHA.package, ALPHA.version): alpha_package(), (BETA.package, BETA.version): beta_package()})
+    return write_tarballs(
+        tmp_path_factory.mktemp("tarballs"),
+        {(ALPHA.package, ALPHA.version): alpha_package(), (BETA.package, BETA.version): beta_package()},
+    )
 
 
 @pytest.fixture
@@ -93,9 +102,17 @@ def test_concept_rule():
 
 
 def test_select_icons_keeps_one_drawing_per_concept():
-    icon_set = {"icons": {"home": {"body": ""}, "home-fill": {"body": ""}, "home-24-outline": {"body": ""},
-                          "star-fill": {"body": ""}, "star-outline": {"body": ""}, "gone": {"body": "", "hidden": True}},
-                "aliases": {"house": {"parent": "home"}}}
+    icon_set = {
+        "icons": {
+            "home": {"body": ""},
+            "home-fill": {"body": ""},
+            "home-24-outline": {"body": ""},
+            "star-fill": {"body": ""},
+            "star-outline": {"body": ""},
+            "gone": {"body": "", "hidden": True},
+        },
+        "aliases": {"house": {"parent": "home"}},
+    }
     chosen = select_icons(icon_set, {"categories": {"Shapes": ["star-fill"]}})
     assert {c: i.name for c, i in chosen.items()} == {"home": "home", "star": "star-fill"}  # fewest marks, then name
     assert chosen["star"].category == "Shapes" and chosen["home"].category == ""
@@ -109,9 +126,15 @@ def test_pairs_captions_and_ids(cache):
     assert set(beta) == set(WORDS[:24]) | {"battery-50", "location"}
     assert alpha["arrow-left"].text == "arrow left" and alpha["arrow-left"].id == "alpha:arrow-left"
     assert beta["arrow-left"].id == "beta:arrow-left-16" and beta["arrow-left"].text == "arrow left"
-    assert alpha["arrow-left"].metadata == {"concept": "arrow-left", "set": "alpha", "icon": "arrow-left",
-                                            "category": "Arrows"}
-    with_category = {p.metadata["concept"]: p.text for p in all_pairs(dataset(cache, captions="name+category"), "alpha")}
+    assert alpha["arrow-left"].metadata == {
+        "concept": "arrow-left",
+        "set": "alpha",
+        "icon": "arrow-left",
+        "category": "Arrows",
+    }
+    with_category = {
+        p.metadata["concept"]: p.text for p in all_pairs(dataset(cache, captions="name+category"), "alpha")
+    }
     assert with_category["arrow-left"] == "arrow left (arrows)" and with_category["home"] == "home"
     with pytest.raises(ValueError, match="captions"):
         dataset(cache, captions="bogus")
@@ -141,8 +164,9 @@ def test_split_by_concept_across_sets(cache):
             held_out[split] |= concepts
         assert all(split_of(p.id, 0.3) == "probe" for p in ds.probe(domain))
     for domain in ds.domains:  # a held-out concept is trained by no set
-        assert not {p.metadata["concept"] for p in ds.train(domain) + ds.probe(domain)} & (held_out["test"] |
-                                                                                          held_out["validation"])
+        assert not {p.metadata["concept"] for p in ds.train(domain) + ds.probe(domain)} & (
+            held_out["test"] | held_out["validation"]
+        )
     shared_test = {p.metadata["concept"] for p in ds.test("alpha")} & {p.metadata["concept"] for p in ds.test("beta")}
     assert held_out["test"] and shared_test and held_out["validation"] and ds.probe("alpha") + ds.probe("beta")
     moved = {seed: {p.id for p in dataset(cache, seed=seed, test_fraction=0.5).test("alpha")} for seed in (None, 1, 2)}
@@ -163,8 +187,10 @@ def test_fetched_once_then_offline_and_renders_cached(tmp_path, tarballs, monkey
     registry = FakeRegistry(tarballs)
     first = dataset(tmp_path / "c", npm=registry, max_per_set=8)
     pairs = {d: [(p.id, p.image) for p in all_pairs(first, d)] for d in first.domains}
-    assert sorted(registry.calls) == sorted([("pack", f"{s.package}@{s.version}") for s in (ALPHA, BETA)] +
-                                            [("view", f"{s.package}@{s.version}") for s in (ALPHA, BETA)])
+    assert sorted(registry.calls) == sorted(
+        [("pack", f"{s.package}@{s.version}") for s in (ALPHA, BETA)]
+        + [("view", f"{s.package}@{s.version}") for s in (ALPHA, BETA)]
+    )
     drawn = []
     real = iconify.rasterise
     monkeypatch.setattr(iconify, "rasterise", lambda *a: drawn.append(a) or real(*a))
@@ -180,8 +206,13 @@ def test_info_keeps_licences(cache):
     ds = dataset(cache)
     info = ds.info()
     alpha, beta = info["sets"]["alpha"], info["sets"]["beta"]
-    assert alpha["license"] == {"spdx": "MIT", "title": "MIT", "url": "https://example.org/alpha",
-                                "author": "A. Designer", "set_name": "Alpha Icons"}
+    assert alpha["license"] == {
+        "spdx": "MIT",
+        "title": "MIT",
+        "url": "https://example.org/alpha",
+        "author": "A. Designer",
+        "set_name": "Alpha Icons",
+    }
     assert beta["license"]["spdx"] == "CC-BY-4.0" and beta["integrity"].startswith("sha512-")
     assert (alpha["package"], alpha["version"], alpha["concepts"]) == (ALPHA.package, "1.0.0", len(WORDS))
     for d in ds.domains:

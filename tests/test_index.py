@@ -17,7 +17,6 @@ def data():
     return x, near(x[:100]), make_ids(len(x))
 
 
-
 # --------------------------------------------------------------------------- build and search
 
 
@@ -31,11 +30,14 @@ def test_flat_search_is_exact(data):
     np.testing.assert_allclose([[s for _, s in r] for r in res], scores, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,params,floor", [
-    ("ivf", {"nprobe": 16}, 0.95),
-    ("hnsw", {}, 0.95),
-    ("ivfpq", {"nprobe": 16, "pq_m": 8}, 0.5),
-])
+@pytest.mark.parametrize(
+    "kind,params,floor",
+    [
+        ("ivf", {"nprobe": 16}, 0.95),
+        ("hnsw", {}, 0.95),
+        ("ivfpq", {"nprobe": 16, "pq_m": 8}, 0.5),
+    ],
+)
 def test_approximate_recall(data, kind, params, floor):
     x, q, ids = data
     index = Index.build(x, ids, snapshot=0, kind=kind, device="cpu", **params)
@@ -96,7 +98,10 @@ def test_empty_index_and_small_k():
 def test_filter_matches_brute_force_on_subset(data):
     x, q, ids = data
     index = Index.build(x, ids, 0, "flat", device="cpu")
-    keep = lambda pid: int(pid[1:]) % 7 == 0
+
+    def keep(pid):
+        return int(pid[1:]) % 7 == 0
+
     res = index.search(q, 10, filter_fn=keep)
     sub = np.arange(0, len(x), 7)
     top, _ = brute_force(x[sub], q, 10)
@@ -125,7 +130,10 @@ def test_min_score(data):
 def test_filter_on_approximate_index(data):
     x, q, ids = data
     index = Index.build(x, ids, 0, "hnsw", device="cpu")
-    keep = lambda pid: int(pid[1:]) % 2 == 0
+
+    def keep(pid):
+        return int(pid[1:]) % 2 == 0
+
     res = index.search(q, 10, filter_fn=keep, min_score=-1.0)
     assert all(len(r) == 10 and all(keep(pid) for pid, _ in r) for r in res)
 
@@ -171,7 +179,6 @@ def test_concurrent_add_and_search(data):
     for t in threads:
         t.join()
     assert not errors and index.size == 3000
-
 
 
 def test_torch_half_search_keeps_fp32_for_saving(data):

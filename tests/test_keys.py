@@ -16,11 +16,19 @@ from service.keys import KEYS_FILE, KeyStore
 from tests.helpers import api_client, bearer, make_key, pair_json, read_topic
 
 ROUTES = [  # (method, path, scope needed)
-    ("GET", "/v1/phases", "read"), ("GET", "/v1/snapshots", "read"), ("GET", "/v1/recall", "read"),
-    ("GET", "/v1/drift", "read"), ("GET", "/v1/images/x", "read"), ("POST", "/v1/search", "read"),
-    ("POST", "/v1/pairs", "write"), ("POST", "/v1/pairs/upload", "write"),
-    ("POST", "/v1/phases/seal", "admin"), ("GET", "/v1/keys", "admin"), ("POST", "/v1/keys", "admin"),
-    ("DELETE", "/v1/keys/x", "admin"), ("GET", "/metrics", "admin"),
+    ("GET", "/v1/phases", "read"),
+    ("GET", "/v1/snapshots", "read"),
+    ("GET", "/v1/recall", "read"),
+    ("GET", "/v1/drift", "read"),
+    ("GET", "/v1/images/x", "read"),
+    ("POST", "/v1/search", "read"),
+    ("POST", "/v1/pairs", "write"),
+    ("POST", "/v1/pairs/upload", "write"),
+    ("POST", "/v1/phases/seal", "admin"),
+    ("GET", "/v1/keys", "admin"),
+    ("POST", "/v1/keys", "admin"),
+    ("DELETE", "/v1/keys/x", "admin"),
+    ("GET", "/metrics", "admin"),
 ]
 
 
@@ -58,7 +66,7 @@ def test_a_narrower_scope_is_403(app, settings, method, path, scope):
 
 @pytest.mark.parametrize("method,path,scope", ROUTES)
 def test_a_wide_enough_scope_passes(app, settings, method, path, scope):
-    for scope_ok in ("read", "write", "admin")[("read", "write", "admin").index(scope):]:
+    for scope_ok in ("read", "write", "admin")[("read", "write", "admin").index(scope) :]:
         resp = app.request(method, path, headers=bearer(make_key(settings, scope_ok)))
         assert resp.status_code not in (401, 403, 429), (scope_ok, resp.text)
 
@@ -161,8 +169,11 @@ def test_openapi_documents_the_bearer_scheme_and_errors(app):
 
 
 def test_cors_is_off_unless_origins_are_set(settings):
-    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
     with TestClient(create_app(settings)) as client:
         resp = client.options("/v1/pairs", headers=preflight)
         assert "access-control-allow-origin" not in resp.headers

@@ -68,7 +68,9 @@ def reference_modx(s_img, s_txt, t_img, t_txt, temperature=1.0, reduction="sum",
     return (direction(s, t) + direction(s.T, t.T)) / 2
 
 
-@pytest.mark.parametrize("temperature,reduction,screening", [(1.0, "sum", True), (0.1, "mean", True), (1.0, "sum", False)])
+@pytest.mark.parametrize(
+    "temperature,reduction,screening", [(1.0, "sum", True), (0.1, "mean", True), (1.0, "sum", False)]
+)
 def test_loss_equals_float64_reference(temperature, reduction, screening):
     torch.manual_seed(1)
     s_img, s_txt = F.normalize(torch.randn(7, 5), dim=-1), F.normalize(torch.randn(7, 5), dim=-1)
@@ -86,7 +88,10 @@ def test_kl_on_chosen_rows_only(reduction):
     """distill_on = "replay": only the replayed samples' rows count; all pairs stay columns."""
     torch.manual_seed(2)
     s_img, s_txt = F.normalize(torch.randn(6, 4), dim=-1), F.normalize(torch.randn(6, 4), dim=-1)
-    t_img, t_txt = F.normalize(s_img + 0.3 * torch.randn(6, 4), dim=-1), F.normalize(s_txt + 0.3 * torch.randn(6, 4), dim=-1)
+    t_img, t_txt = (
+        F.normalize(s_img + 0.3 * torch.randn(6, 4), dim=-1),
+        F.normalize(s_txt + 0.3 * torch.randn(6, 4), dim=-1),
+    )
     rows = torch.tensor([False, True, False, True, True, False])
     ours = modx_loss(s_img, s_txt, t_img, t_txt, 1.0, reduction, True, rows).item()
     ref = reference_modx(s_img, s_txt, t_img, t_txt, 1.0, reduction, True, only=[1, 3, 4])

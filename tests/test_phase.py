@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from trainer.config import TrainConfig
@@ -19,8 +20,6 @@ from trainer.phase import (
 )
 from trainer.simulate import initial_snapshot
 from trainer.snapshot import TRAINED, load_snapshot, read_record, save_snapshot
-
-import torch.nn.functional as F
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,16 @@ CFG = TrainConfig(method="modx", epochs=2, batch_size=16, warmup=0.2, lr=1e-3, c
 def test_snapshot_roundtrip_loads_an_identical_model(tmp_path):
     torch.manual_seed(0)
     model, _, tok = create_model("modx-tiny")
-    path = save_snapshot(model, tmp_path / "v000001", model_name="modx-tiny", version=1, parent=0, phase=1,
-                         method="modx", hparams={"alpha": 20})  # fmt: skip
+    path = save_snapshot(
+        model,
+        tmp_path / "v000001",
+        model_name="modx-tiny",
+        version=1,
+        parent=0,
+        phase=1,
+        method="modx",
+        hparams={"alpha": 20},
+    )
     loaded, _, tok2, record = load_snapshot(path)
     assert record["version"] == 1 and record["parent"] == 0 and record["method"] == "modx"
     assert record["hparams"] == {"alpha": 20} and record["model_config"]["embed_dim"] == 64 and record["created"]
@@ -102,7 +109,10 @@ def test_teacher_cache_gives_the_same_loss_as_a_live_teacher(parent, data):
         img = F.normalize(model.encode_image(d.images[idx]), dim=-1)
         txt = F.normalize(model.encode_text(d.tokens[idx]), dim=-1)
         with torch.no_grad():
-            live = (F.normalize(teacher.encode_image(d.images[idx]), dim=-1), F.normalize(teacher.encode_text(d.tokens[idx]), dim=-1))
+            live = (
+                F.normalize(teacher.encode_image(d.images[idx]), dim=-1),
+                F.normalize(teacher.encode_text(d.tokens[idx]), dim=-1),
+            )
         loss_live = modx_loss(img, txt, *live)
         loss_cached = modx_loss(img, txt, cache_img[idx], cache_txt[idx])
         assert loss_live.item() > 0
@@ -132,8 +142,9 @@ def test_a_crash_mid_phase_resumes_from_the_last_checkpoint(parent, data, tmp_pa
         train_phase(parent, data[1], cfg, tmp_path / "out", version=1, work_dir=work, on_step=crash_at_7)
     assert (work / "checkpoint.pt").exists() and not (tmp_path / "out").exists()
     steps = []
-    out = train_phase(parent, data[1], cfg, tmp_path / "out", version=1, work_dir=work,
-                      on_step=lambda i: steps.append(i["step"]))  # fmt: skip
+    out = train_phase(
+        parent, data[1], cfg, tmp_path / "out", version=1, work_dir=work, on_step=lambda i: steps.append(i["step"])
+    )
     assert steps[0] == 5  # resumed after step 4, not from scratch
     assert same_weights(reference, out, atol=1e-6)
     assert not (work / "checkpoint.pt").exists()
@@ -147,10 +158,22 @@ def test_logit_scale_is_clamped_and_norms_biases_are_not_decayed(parent, data, t
         p.grad = torch.zeros_like(p)
     opt.step()  # a zero gradient: only (decoupled) weight decay moves a parameter
     moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
-    assert {"positional_embedding", "text_projection", "token_embedding.weight", "visual.conv1.weight",
-            "visual.transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"} <= moved
-    assert not moved & {"logit_scale", "visual.class_embedding", "visual.ln_pre.weight", "ln_final.weight",
-                        "transformer.resblocks.0.attn.in_proj_bias", "visual.transformer.resblocks.1.ln_2.bias"}
+    assert {
+        "positional_embedding",
+        "text_projection",
+        "token_embedding.weight",
+        "visual.conv1.weight",
+        "visual.transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.1.mlp.c_fc.weight",
+    } <= moved
+    assert not moved & {
+        "logit_scale",
+        "visual.class_embedding",
+        "visual.ln_pre.weight",
+        "ln_final.weight",
+        "transformer.resblocks.0.attn.in_proj_bias",
+        "visual.transformer.resblocks.1.ln_2.bias",
+    }
     child = train_phase(parent, data[1], CFG.with_(method="ct", lr=0.5, warmup=0.0), tmp_path / "hot", version=1)
     assert 0 <= weights(child)["logit_scale"].item() <= math.log(100) + 1e-6
 

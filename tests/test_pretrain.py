@@ -26,14 +26,22 @@ CFG = TrainConfig(method="ct", epochs=3, batch_size=8, lr=1e-3, warmup=0.2, chec
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
-    tarballs = write_tarballs(root / "tgz", {(ALPHA.package, ALPHA.version): alpha_package(),
-                                             (BETA.package, BETA.version): beta_package()})
+    tarballs = write_tarballs(
+        root / "tgz", {(ALPHA.package, ALPHA.version): alpha_package(), (BETA.package, BETA.version): beta_package()}
+    )
     return seed_cache(root / "npm", tarballs)
 
 
 def corpus(cache) -> IconDataset:
-    return IconDataset([ALPHA, BETA], size=32, test_fraction=0.2, validation_fraction=0.1, probe_fraction=0.0,
-                       cache_dir=cache, npm=no_network)
+    return IconDataset(
+        [ALPHA, BETA],
+        size=32,
+        test_fraction=0.2,
+        validation_fraction=0.1,
+        probe_fraction=0.0,
+        cache_dir=cache,
+        npm=no_network,
+    )
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -62,10 +70,13 @@ def test_pretrain_writes_a_checkpoint_open_clip_and_the_service_load(tmp_path, c
     ours, our_preprocess, our_tokenizer, _ = load_snapshot(out)
     pairs = ds.test("alpha") + ds.test("beta")
     images = [p.image for p in pairs]
-    np.testing.assert_allclose(encode_images(plain, preprocess, images), encode_images(ours, our_preprocess, images),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        encode_images(plain, preprocess, images), encode_images(ours, our_preprocess, images), atol=1e-5
+    )
     texts = [p.text for p in pairs]
-    np.testing.assert_allclose(encode_texts(plain, tokenizer, texts), encode_texts(ours, our_tokenizer, texts), atol=1e-5)
+    np.testing.assert_allclose(
+        encode_texts(plain, tokenizer, texts), encode_texts(ours, our_tokenizer, texts), atol=1e-5
+    )
 
     started, _, _ = create_model("modx-tiny", pretrained=out)  # what MODX_PRETRAINED=<out> does
     assert all(torch.equal(v, weights(ours)[k]) for k, v in started.state_dict().items())
@@ -87,8 +98,9 @@ def test_cut_short_run_resumes_to_the_same_weights(tmp_path, cache):
         pretrain(out, corpus(cache), "modx-tiny", CFG, work_dir=work, on_step=stop_at_6, progress=False)
     assert not out.exists() and torch.load(work / CHECKPOINT, weights_only=True)["step"] == 4
     steps = []
-    pretrain(out, corpus(cache), "modx-tiny", CFG, work_dir=work, on_step=lambda r: steps.append(r["step"]),
-             progress=False)
+    pretrain(
+        out, corpus(cache), "modx-tiny", CFG, work_dir=work, on_step=lambda r: steps.append(r["step"]), progress=False
+    )
     assert steps[0] == 5 and read_record(out)["train"]["resumed_at"] == 4
     resumed, uninterrupted = load_snapshot(out)[0], load_snapshot(whole)[0]
     for name, value in weights(uninterrupted).items():
@@ -106,20 +118,47 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, cache):
     with pytest.raises(CutShort):
         pretrain(tmp_path / "a", corpus(cache), "modx-tiny", CFG, work_dir=work, on_step=stop_at_4, progress=False)
     steps = []
-    pretrain(tmp_path / "b", corpus(cache), "modx-tiny", CFG.with_(lr=5e-4), work_dir=work, progress=False,
-             on_step=lambda r: steps.append(r["step"]))
+    pretrain(
+        tmp_path / "b",
+        corpus(cache),
+        "modx-tiny",
+        CFG.with_(lr=5e-4),
+        work_dir=work,
+        progress=False,
+        on_step=lambda r: steps.append(r["step"]),
+    )
     assert steps[0] == 1 and read_record(tmp_path / "b")["train"]["resumed_at"] == 0
 
 
 def test_cli_pretrain_offline_from_the_cache(tmp_path):
     """`modx pretrain --sets bi,ri`: the named sets' packages come from a cache the test seeded."""
-    tarballs = write_tarballs(tmp_path / "tgz", {
-        (PRETRAIN_SETS["bi"].package, PRETRAIN_SETS["bi"].version): alpha_package(),
-        (PRETRAIN_SETS["ri"].package, PRETRAIN_SETS["ri"].version): beta_package(WORDS[4:])})
+    tarballs = write_tarballs(
+        tmp_path / "tgz",
+        {
+            (PRETRAIN_SETS["bi"].package, PRETRAIN_SETS["bi"].version): alpha_package(),
+            (PRETRAIN_SETS["ri"].package, PRETRAIN_SETS["ri"].version): beta_package(WORDS[4:]),
+        },
+    )
     cache = seed_cache(tmp_path / "npm", tarballs)
     out = tmp_path / "clip0"
-    result = CliRunner().invoke(app, ["pretrain", "--out", str(out), "--sets", "bi,ri", "--model", "modx-tiny",
-                                      "--epochs", "1", "--batch-size", "8", "--cache-dir", str(cache)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--out",
+            str(out),
+            "--sets",
+            "bi,ri",
+            "--model",
+            "modx-tiny",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--cache-dir",
+            str(cache),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held-out test concepts" in result.output and f"modx up --pretrained {out}" in result.output
     record = json.loads((out / "snapshot.json").read_text())

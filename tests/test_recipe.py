@@ -37,7 +37,8 @@ def test_simulate_offers_every_recipe_field_with_its_default(tmp_path):
     for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in help_text, f.name
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(app, ["simulate", "--phases", "1", "--first-epochs", "1", "--out", str(out),
-                                   "--work-dir", str(tmp_path / "w")])
+    res = CliRunner().invoke(
+        app, ["simulate", "--phases", "1", "--first-epochs", "1", "--out", str(out), "--work-dir", str(tmp_path / "w")]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["config"] == TrainConfig().to_dict()  # no flags: the default recipe

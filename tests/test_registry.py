@@ -7,10 +7,10 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service import buffer, status
-from trainer.atomic import write_json_atomic
 from service.metrics import SharedMetrics
 from service.registry import Registry
 from tests.helpers import incoming, open_buffer
+from trainer.atomic import write_json_atomic
 
 
 def put_json(path, data) -> None:
@@ -81,10 +81,11 @@ def test_cache_disagreeing_with_disk_is_repaired(tmp_path, redis_server, redis_c
     disk_with_snapshots(tmp_path)
     registry = Registry.from_url(redis_server)
     registry.ensure(tmp_path)
-    registry.cache_snapshots({1: {"status": "superseded"}, 7: {"status": "accepted"}}, pointer={"snapshot": 0, "index": 0})
+    registry.cache_snapshots(
+        {1: {"status": "superseded"}, 7: {"status": "accepted"}}, pointer={"snapshot": 0, "index": 0}
+    )
     assert status.sync(tmp_path, registry) is True
-    assert {v: r["status"] for v, r in registry.snapshots().items()} == {0: "superseded", 1: "accepted",
-                                                                         2: "rejected"}
+    assert {v: r["status"] for v, r in registry.snapshots().items()} == {0: "superseded", 1: "accepted", 2: "rejected"}
     assert registry.serving() == {"snapshot": 1, "index": 1}
     assert status.sync(tmp_path, registry) is False
 

@@ -45,5 +45,6 @@ def test_sample_replay_indexes_distinct_pairs_per_epoch():
     replayed, per_epoch = sample_replay(past, TrainConfig(epochs=3, replay_fraction=1.0), n_new=20)
     assert len({p.id for p in replayed}) == len(replayed) == 60  # 20 per epoch x 3 covers both phases
     assert all(len(e) == 20 and len(set(e)) == 20 for e in per_epoch)
-    assert replay_plan(past, TrainConfig(epochs=3, replay_fraction=1.0), 20) == \
-        replay_plan(past, TrainConfig(epochs=3, replay_fraction=1.0), 20)  # deterministic under the seed
+    assert replay_plan(past, TrainConfig(epochs=3, replay_fraction=1.0), 20) == replay_plan(
+        past, TrainConfig(epochs=3, replay_fraction=1.0), 20
+    )  # deterministic under the seed

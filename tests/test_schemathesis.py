@@ -15,7 +15,8 @@ import uuid
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
@@ -28,16 +29,29 @@ from tests.helpers import bearer, make_key, wait_for, write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 
 MAX_EXAMPLES = int(os.environ.get("MODX_SCHEMATHESIS_EXAMPLES", "50"))
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-          checks.response_headers_conformance, checks.response_schema_conformance]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, kafka, redis_server):
     tag = uuid.uuid4().hex[:8]
-    s = Settings(data_dir=tmp_path_factory.mktemp("schemathesis"), kafka_bootstrap=kafka, redis_url=redis_server,
-                 topic=f"st-{tag}", dlq_topic=f"st-{tag}.dlq", consumer_group=f"st-{tag}", seal_wait_s=0,
-                 key_rate=100_000.0, serving_poll_s=0.05)
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("schemathesis"),
+        kafka_bootstrap=kafka,
+        redis_url=redis_server,
+        topic=f"st-{tag}",
+        dlq_topic=f"st-{tag}.dlq",
+        consumer_group=f"st-{tag}",
+        seal_wait_s=0,
+        key_rate=100_000.0,
+        serving_poll_s=0.05,
+    )
     ensure_topics(kafka, [s.topic, s.dlq_topic])
     write_phases(s, SyntheticDataset(n_domains=2, pairs_per_domain=10, seed=4), n=2)
     registry = Registry.from_url(s.redis_url)
@@ -54,8 +68,13 @@ def run_operation(operation, mode: GenerationMode, headers: dict) -> int:
     ran = []
 
     @given(operation.as_strategy(generation_mode=mode, headers=headers))
-    @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                         suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case):
         ran.append(1)
         case.call_and_validate(headers=headers, checks=CHECKS)

@@ -59,13 +59,16 @@ def test_filter_and_min_score(served):
     assert search(client, text="a small red star", k=5, min_score=1.0).json()["results"] == []
 
 
-@pytest.mark.parametrize("body,field,error", [
-    ({"text": "x", "image": "AAAA"}, None, "exactly one of 'text' or 'image'"),
-    ({"k": 3}, None, "exactly one of 'text' or 'image'"),
-    ({"text": "x", "k": 0}, "k", "greater than or equal to 1"),
-    ({"text": "x", "target": "audio"}, "target", "'image' or 'text'"),
-    ({"text": ""}, "text", "at least 1 character"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body,field,error",
+    [
+        ({"text": "x", "image": "AAAA"}, None, "exactly one of 'text' or 'image'"),
+        ({"k": 3}, None, "exactly one of 'text' or 'image'"),
+        ({"text": "x", "k": 0}, "k", "greater than or equal to 1"),
+        ({"text": "x", "target": "audio"}, "target", "'image' or 'text'"),
+        ({"text": ""}, "text", "at least 1 character"),
+    ],
+)
 def test_bad_query_is_422_naming_it(served, body, field, error):
     client, _ = served
     r = search(client, **body)

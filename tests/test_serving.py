@@ -21,8 +21,9 @@ def encoders(tiny, version: int) -> SnapshotEncoders:
 
 def served(tiny, version: int, n: int = 50) -> Served:
     enc = encoders(tiny, version)
-    index = Index.build(clustered(n, d=enc.text.dim, seed=version), make_ids(n, f"s{version}-"), version, "flat",
-                        device="cpu")
+    index = Index.build(
+        clustered(n, d=enc.text.dim, seed=version), make_ids(n, f"s{version}-"), version, "flat", device="cpu"
+    )
     return Served(enc, index)
 
 
@@ -71,8 +72,15 @@ def test_load_serves_a_snapshot_with_the_indexes_it_embedded(tmp_path, tiny):
     from trainer.snapshot import save_snapshot
 
     model, preprocess, tokenizer = tiny
-    snap = save_snapshot(model, tmp_path / "snapshots" / "v000000", model_name="modx-tiny",
-                         version=0, parent=None, phase=None, method="init")
+    snap = save_snapshot(
+        model,
+        tmp_path / "snapshots" / "v000000",
+        model_name="modx-tiny",
+        version=0,
+        parent=None,
+        phase=None,
+        method="init",
+    )
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
     images = [(f"g{i}", make_image(color=c, size=(16, 16), noise=i == 3)) for i, c in enumerate(colours)]
     captions = [(f"g{i}", f"a square of colour {i}") for i in range(len(colours))]
@@ -87,5 +95,6 @@ def test_load_serves_a_snapshot_with_the_indexes_it_embedded(tmp_path, tiny):
     assert [hits[0][0] for hits in s.index.search(image_queries, 1)] == ["g0", "g1", "g2", "g3"]
     text_queries = s.encoders.text([text for _, text in captions])
     np.testing.assert_allclose(text_queries, encode_texts(model, tokenizer, [text for _, text in captions]), atol=1e-5)
-    assert [hits[0] for hits in s.texts.search(text_queries, 1)] == [(f"g{i}", pytest.approx(1, abs=1e-4))
-                                                                     for i in range(4)]
+    assert [hits[0] for hits in s.texts.search(text_queries, 1)] == [
+        (f"g{i}", pytest.approx(1, abs=1e-4)) for i in range(4)
+    ]

@@ -67,8 +67,26 @@ def test_result_has_the_documented_shape(runs, stream):
 
 def test_cli_writes_json_and_prints_the_table(tmp_path):
     out = tmp_path / "result.json"
-    res = CliRunner().invoke(app, ["simulate", "--method", "ct", "--phases", "2", "--epochs", "1", "--first-epochs", "1",
-                                   "--out", str(out), "--seed", "1", "--work-dir", str(tmp_path / "w")])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--method",
+            "ct",
+            "--phases",
+            "2",
+            "--epochs",
+            "1",
+            "--first-epochs",
+            "1",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--work-dir",
+            str(tmp_path / "w"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "R@1 i2t/t2i" in res.output and "basic" in res.output
     data = json.loads(out.read_text())

@@ -48,8 +48,14 @@ def test_service_snapshot_loads_with_open_clip_alone(tmp_path):
     images = torch.rand(4, 3, 32, 32)
     torch.save(images, tmp_path / "images.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", OPEN_CLIP_ONLY, str(snapshot), str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_CLIP_ONLY, str(snapshot), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     model, _, tokenizer, _ = load_snapshot(snapshot)
     ours_img = embed_image_tensor(model.eval(), images).numpy()
@@ -84,8 +90,9 @@ def test_up_refuses_a_checkpoint_of_another_model(tmp_path, monkeypatch):
     pretrained = a_checkpoint(tmp_path / "pretrained", seed=0)
     monkeypatch.setenv("MODX_MODEL", "modx-tiny")  # restored after the test: `modx up` sets both
     monkeypatch.setenv("MODX_PRETRAINED", "")
-    result = CliRunner().invoke(app, ["up", "--pretrained", str(pretrained), "--model", "modx-small",
-                                      "--data-dir", str(tmp_path / "data")])
+    result = CliRunner().invoke(
+        app, ["up", "--pretrained", str(pretrained), "--model", "modx-small", "--data-dir", str(tmp_path / "data")]
+    )
     assert result.exit_code == 2 and "is not a 'modx-small' model" in result.output and "modx-tiny" in result.output
     assert not (tmp_path / "data").exists()  # refused before anything started
     missing = CliRunner().invoke(app, ["up", "--pretrained", str(tmp_path / "nope"), "--data-dir", str(tmp_path)])

@@ -24,8 +24,10 @@ def test_a_role_whose_log_cannot_be_opened_logs_to_stderr(tmp_path, capfd):
 
 
 def test_supervisor_restarts_a_killed_role_at_once_and_backs_off_a_failing_one(tmp_path):
-    roles = {"sleeper": [sys.executable, "-c", "import time; time.sleep(60)"],
-             "failing": [sys.executable, "-c", "import sys; sys.exit(3)"]}
+    roles = {
+        "sleeper": [sys.executable, "-c", "import time; time.sleep(60)"],
+        "failing": [sys.executable, "-c", "import sys; sys.exit(3)"],
+    }
     supervisor = Supervisor(roles, tmp_path, {})
     try:
         supervisor.check()

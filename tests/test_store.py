@@ -11,7 +11,13 @@ import indexer.store as store
 import trainer.atomic as atomic
 from indexer.index import Index
 from indexer.store import (
-    apply_segments, index_dir, iter_segments, load_index, save_index, save_segment, segment_numbers,
+    apply_segments,
+    index_dir,
+    iter_segments,
+    load_index,
+    save_index,
+    save_segment,
+    segment_numbers,
 )
 from tests.vectors import D, clustered, make_ids, near
 
@@ -20,7 +26,6 @@ from tests.vectors import D, clustered, make_ids, near
 def data():
     x = clustered(3000)
     return x, near(x[:100]), make_ids(len(x))
-
 
 
 # --------------------------------------------------------------------------- save / load
@@ -35,7 +40,11 @@ def test_save_load_roundtrip(tmp_path, data, kind):
     assert sorted(os.listdir(out)) == ["ids.json", "index.faiss", "index.json", "segments"]
     meta = json.loads((out / store.META_FILE).read_text())
     assert {k: meta[k] for k in ("snapshot", "size", "kind", "dim")} == {
-        "snapshot": 7, "size": 3000, "kind": kind, "dim": D}
+        "snapshot": 7,
+        "size": 3000,
+        "kind": kind,
+        "dim": D,
+    }
     loaded = load_index(out, device="cpu")
     assert (loaded.snapshot, loaded.kind, loaded.size, loaded.ids) == (7, kind, 3000, ids)
     assert loaded.search(q, 10) == index.search(q, 10)

@@ -7,8 +7,13 @@ import pytest
 from service.validation import Limits, PairError, check_image, sniff_content_type, validate_batch, validate_pair
 from tests.helpers import b64, bomb_png, make_image, make_png, pair_json, truncated_png
 
-LIMITS = Limits(max_pairs_per_request=4, max_image_bytes=64 * 1024, max_image_pixels=1024 * 1024, max_text_chars=50,
-                max_metadata_bytes=200)  # fmt: skip
+LIMITS = Limits(
+    max_pairs_per_request=4,
+    max_image_bytes=64 * 1024,
+    max_image_pixels=1024 * 1024,
+    max_text_chars=50,
+    max_metadata_bytes=200,
+)
 
 
 def error_of(raw, limits=LIMITS) -> PairError:

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
+from bench import loopfs
 from service import buffer
-from trainer.atomic import read_json
 from service.registry import Registry
 from service.training import RECALL_FILE, guard, snapshot_dir
 from service.workers import IndexerWorker, TrainerWorker, bootstrap, train_next
-from bench import loopfs
 from tests.helpers import write_phases
+from trainer.atomic import read_json
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.snapshot import TRAINED
 
@@ -39,7 +39,9 @@ def split_ids(data_dir, phase: int, split: str) -> set[str]:
 
 
 def test_replay_never_trains_on_probe_pairs(worker_settings, stream):
-    s = worker_settings.model_copy(update={"recipe": worker_settings.recipe.with_(replay_fraction=10.0)})  # ask for more than the past holds
+    s = worker_settings.model_copy(
+        update={"recipe": worker_settings.recipe.with_(replay_fraction=10.0)}
+    )  # ask for more than the past holds
     write_phases(s, stream, PHASES)
     registry = Registry.from_url(s.redis_url)
     bootstrap(s, registry)

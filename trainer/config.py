@@ -44,11 +44,15 @@ class TrainConfig:
     temperature: float = opt(1.0, "distillation temperature (1: raw cosines, the paper)")
     kl_reduction: str = opt("sum", "sum (paper) | mean over rows")
     distill_on: str = opt("all", "all | replay: the KL's rows are every pair, or only the replayed ones")
-    expert: bool = opt(False, "replayed rows are distilled against their stored expert embeddings (per source "
-                       "snapshot), new rows against the parent; old rows cost no teacher forward")
+    expert: bool = opt(
+        False,
+        "replayed rows are distilled against their stored expert embeddings (per source "
+        "snapshot), new rows against the parent; old rows cost no teacher forward",
+    )
     beta: float = opt(0.0, "expert feature term beta * (1 - cos(student, stored)), both towers, replayed rows")
-    expert_refresh: bool = opt(False, "a replayed pair's stored embeddings are replaced by the snapshot "
-                               "that replayed it")
+    expert_refresh: bool = opt(
+        False, "a replayed pair's stored embeddings are replaced by the snapshot that replayed it"
+    )
     cache_teacher: bool = opt(True, "reuse teacher embeddings every epoch (augmentation off)")
     augment: bool = opt(False, "random 2-pixel translation of each batch")
     # EWC
@@ -57,8 +61,11 @@ class TrainConfig:
     # replay of older pairs mixed into each phase
     replay_fraction: float = opt(1.0, "older pairs per new pair, per epoch (0.25 = 25%)")
     replay_policy: str = opt("balanced", "uniform | balanced (equal share per older phase) | reservoir")
-    replay_draw: str = opt("epoch", "epoch: each epoch takes the next pairs of a cycled permutation of the whole "
-                           "store, so every stored pair comes back about equally often | phase: one fixed subset")
+    replay_draw: str = opt(
+        "epoch",
+        "epoch: each epoch takes the next pairs of a cycled permutation of the whole "
+        "store, so every stored pair comes back about equally often | phase: one fixed subset",
+    )
     replay_size: int = opt(2000, "reservoir capacity")
     # WiSE-FT style weight averaging with the parent after the phase (0 = off)
     merge: float = opt(0.0, "WiSE-FT weight of the parent after each phase (0 = off)")

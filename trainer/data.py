@@ -62,7 +62,9 @@ def split_of(pair_id: str, probe_fraction: float = 0.1, validation_fraction: flo
     return "validation" if u < probe_fraction + validation_fraction else "train"
 
 
-def split_pairs(pairs: Iterable[Pair], probe_fraction: float = 0.1, validation_fraction: float = 0.0) -> dict[str, list[Pair]]:
+def split_pairs(
+    pairs: Iterable[Pair], probe_fraction: float = 0.1, validation_fraction: float = 0.0
+) -> dict[str, list[Pair]]:
     """{split: pairs} for every split in SPLITS."""
     out: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     for p in pairs:

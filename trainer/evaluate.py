@@ -20,13 +20,18 @@ class Evaluation:
     captions: dict = field(default_factory=dict)  # probe name -> captions (identical ones match each other)
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.concatenate([e[0] for e in self.embeddings.values()]),
-                np.concatenate([e[1] for e in self.embeddings.values()]))  # fmt: skip
+        return (
+            np.concatenate([e[0] for e in self.embeddings.values()]),
+            np.concatenate([e[1] for e in self.embeddings.values()]),
+        )
 
 
 def evaluate_model(model, preprocess, tokenizer, probes: dict[str, list[Pair]]) -> Evaluation:
     emb = {
-        name: (encode_images(model, preprocess, [p.image for p in pairs]), encode_texts(model, tokenizer, [p.text for p in pairs]))
+        name: (
+            encode_images(model, preprocess, [p.image for p in pairs]),
+            encode_texts(model, tokenizer, [p.text for p in pairs]),
+        )
         for name, pairs in probes.items()
         if pairs
     }
@@ -44,8 +49,11 @@ def old_gallery_recall(new: Evaluation, old: Evaluation) -> dict:
 
     What a `reindex = keep` deployment serves: new query encoder, old index.
     """
-    return {name: recall(old.embeddings[name][0], new.embeddings[name][1], captions=new.captions.get(name))
-            for name in new.embeddings if name in old.embeddings}
+    return {
+        name: recall(old.embeddings[name][0], new.embeddings[name][1], captions=new.captions.get(name))
+        for name in new.embeddings
+        if name in old.embeddings
+    }
 
 
 def transition_drift(before: Evaluation, after: Evaluation) -> dict:

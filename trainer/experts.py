@@ -55,14 +55,21 @@ def embed_experts(snapshot: Path, pairs: Sequence[Pair], device: str = "cpu") ->
     text = encode_texts(model, tokenizer, [p.text for p in pairs])
     n = len(pairs)
     scale = float(model.logit_scale.exp().item())
-    return Experts([p.id for p in pairs], image, text, np.full(n, scale, np.float32),
-                   np.full(n, int(record["version"]), np.int64))
+    return Experts(
+        [p.id for p in pairs], image, text, np.full(n, scale, np.float32), np.full(n, int(record["version"]), np.int64)
+    )
 
 
 def save_experts(experts: Experts, path: Path) -> Path:
     buf = io.BytesIO()
-    np.savez(buf, ids=np.array(experts.ids, dtype=str), image=experts.image, text=experts.text,
-             logit_scale=experts.logit_scale, version=experts.version)
+    np.savez(
+        buf,
+        ids=np.array(experts.ids, dtype=str),
+        image=experts.image,
+        text=experts.text,
+        logit_scale=experts.logit_scale,
+        version=experts.version,
+    )
     write_bytes_atomic(path, buf.getvalue())
     return path
 

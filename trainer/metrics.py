@@ -99,7 +99,10 @@ def drift(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.nda
     (bi, bt), (ai, at) = before, after
     ram_i, ram_t = ram(bi, ai), ram(bt, at)
     return {
-        "sam_change": {"image": histogram(sam_change(bi, ai), SAM_BINS), "text": histogram(sam_change(bt, at), SAM_BINS)},
+        "sam_change": {
+            "image": histogram(sam_change(bi, ai), SAM_BINS),
+            "text": histogram(sam_change(bt, at), SAM_BINS),
+        },
         "ram": {"image": histogram(ram_i, RAM_BINS), "text": histogram(ram_t, RAM_BINS)},
         "imav": histogram(imav(bi, bt, ai, at), IMAV_BINS),
         # inter-modal deviation: how differently the two spaces rotate

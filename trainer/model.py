@@ -45,8 +45,9 @@ def pretrained_weights(name: str, pretrained: str | Path) -> Path:
             raise ValueError(f"pretrained checkpoint {path} is not a {name!r} model ({hint})")
         return weights
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained checkpoint {pretrained} is not a local file or directory "
-                                "(nothing is fetched from a hub)")
+        raise FileNotFoundError(
+            f"pretrained checkpoint {pretrained} is not a local file or directory (nothing is fetched from a hub)"
+        )
     return path
 
 

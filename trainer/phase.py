@@ -94,8 +94,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups.setdefault((tower(name), not no_weight_decay(name, p)), []).append(p)
-    params = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult[t]}
-              for (t, decay), ps in groups.items()]
+    params = [
+        {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult[t]}
+        for (t, decay), ps in groups.items()
+    ]
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda")
 
 
@@ -173,11 +175,14 @@ def phase_loss(
         loss = clip_loss(img, txt, student.logit_scale.exp())
         if teacher_emb is None and teacher is not None:
             with torch.no_grad():
-                teacher_emb = (F.normalize(teacher.encode_image(images), dim=-1).float(),
-                               F.normalize(teacher.encode_text(tokens), dim=-1).float())  # fmt: skip
+                teacher_emb = (
+                    F.normalize(teacher.encode_image(images), dim=-1).float(),
+                    F.normalize(teacher.encode_text(tokens), dim=-1).float(),
+                )
         if teacher_emb is not None and sources is not None:
-            loss = loss + cfg.alpha * grouped_modx_loss(img, txt, *teacher_emb, sources, cfg.temperature,
-                                                        cfg.kl_reduction)
+            loss = loss + cfg.alpha * grouped_modx_loss(
+                img, txt, *teacher_emb, sources, cfg.temperature, cfg.kl_reduction
+            )
             if cfg.beta:
                 old = sources >= 0
                 loss = loss + cfg.beta * feature_loss(img[old], txt[old], teacher_emb[0][old], teacher_emb[1][old])
@@ -301,9 +306,18 @@ def train_phase(
                 images = augment(images, aug_gen)
             teacher_emb = (cached[0][idx.to(device)], cached[1][idx.to(device)]) if cached is not None else None
             rows = is_replay[idx].to(device) if cfg.distill_on == "replay" else None
-            loss = phase_loss(model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb,
-                              ewc=(fisher, anchor) if fisher else None, distill_rows=rows,
-                              sources=None if sources is None else sources[idx].to(device))
+            loss = phase_loss(
+                model,
+                student,
+                images,
+                tokens,
+                cfg,
+                teacher=teacher,
+                teacher_emb=teacher_emb,
+                ewc=(fisher, anchor) if fisher else None,
+                distill_rows=rows,
+                sources=None if sources is None else sources[idx].to(device),
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -42,11 +42,27 @@ log = logging.getLogger("modx.pretrain")
 # what `modx pretrain --preset` starts from; every value can be overridden
 PRESETS: dict[str, dict] = {
     # about 30 minutes on 2 CPU cores (modx-small, ~200 samples/s): every pretraining set, 8 epochs
-    "cpu": {"model": "modx-small", "epochs": 8, "batch_size": 128, "lr": 1e-3, "warmup": 0.05,
-            "max_per_set": None, "augment": True, "device": "cpu"},
+    "cpu": {
+        "model": "modx-small",
+        "epochs": 8,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "warmup": 0.05,
+        "max_per_set": None,
+        "augment": True,
+        "device": "cpu",
+    },
     # one GPU: a wider model at 64 px, bigger batches, more epochs
-    "gpu": {"model": "modx-base", "epochs": 40, "batch_size": 512, "lr": 1e-3, "warmup": 0.05,
-            "max_per_set": None, "augment": True, "device": "cuda"},
+    "gpu": {
+        "model": "modx-base",
+        "epochs": 40,
+        "batch_size": 512,
+        "lr": 1e-3,
+        "warmup": 0.05,
+        "max_per_set": None,
+        "augment": True,
+        "device": "cuda",
+    },
 }
 CHECKPOINT = "checkpoint.pt"
 
@@ -115,8 +131,16 @@ def default_work_dir(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.pretrain"
 
 
-def pretrain(out: Path, dataset, model_name: str, cfg: TrainConfig, *, work_dir: Path | None = None,
-             on_step: Callable[[dict], None] | None = None, progress: bool = True) -> Path:
+def pretrain(
+    out: Path,
+    dataset,
+    model_name: str,
+    cfg: TrainConfig,
+    *,
+    work_dir: Path | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> Path:
     """Train CLIP_0 from scratch on every set's `train` pairs and publish the snapshot `out`.
 
     `on_step` gets {"step", "total", "loss", "seconds"} after every step (an exception from
@@ -138,8 +162,17 @@ def pretrain(out: Path, dataset, model_name: str, cfg: TrainConfig, *, work_dir:
     evaluation = evaluate_corpus(model, preprocess, tokenizer, dataset)
     info = dict(dataset.info())
     info.pop("cache_dir", None)
-    path = save_snapshot(model, out, model_name=model_name, version=0, parent=None, phase=None, method="pretrain",
-                         hparams=cfg.to_dict(), extra={"train": stats, "corpus": info, "evaluation": evaluation})
+    path = save_snapshot(
+        model,
+        out,
+        model_name=model_name,
+        version=0,
+        parent=None,
+        phase=None,
+        method="pretrain",
+        hparams=cfg.to_dict(),
+        extra={"train": stats, "corpus": info, "evaluation": evaluation},
+    )
     (work_dir / CHECKPOINT).unlink(missing_ok=True)
     return path
 
@@ -175,8 +208,13 @@ def _train(model, corpus: Corpus, cfg: TrainConfig, ckpt: Path, key: str, on_ste
                 save_checkpoint(ckpt, step, model, optimizer, key)
             if on_step:
                 on_step({"step": step, "total": total, "loss": last_loss, "seconds": time.perf_counter() - t_step})
-    return {"steps": total, "resumed_at": start, "pairs": len(corpus), "final_loss": last_loss,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "steps": total,
+        "resumed_at": start,
+        "pairs": len(corpus),
+        "final_loss": last_loss,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def evaluate_corpus(model, preprocess, tokenizer, dataset) -> dict:
@@ -186,13 +224,24 @@ def evaluate_corpus(model, preprocess, tokenizer, dataset) -> dict:
         probes = {d: getattr(dataset, split)(d) for d in dataset.domains}
         recall = evaluate_model(model, preprocess, tokenizer, {d: ps for d, ps in probes.items() if len(ps) > 1}).recall
         r1 = [(r["i2t"]["r1"] + r["t2i"]["r1"]) / 2 for r in recall.values()]
-        out[split] = {"per_set": recall, "mean_r1": float(np.mean(r1)) if r1 else None,
-                      "pairs": {d: len(ps) for d, ps in probes.items()}}
+        out[split] = {
+            "per_set": recall,
+            "mean_r1": float(np.mean(r1)) if r1 else None,
+            "pairs": {d: len(ps) for d, ps in probes.items()},
+        }
     return out
 
 
-def run_preset(out: Path, preset: str = "cpu", *, sets: Sequence[str] | None = None, cache_dir: Path | None = None,
-               work_dir: Path | None = None, npm=None, **overrides) -> tuple[Path, str]:
+def run_preset(
+    out: Path,
+    preset: str = "cpu",
+    *,
+    sets: Sequence[str] | None = None,
+    cache_dir: Path | None = None,
+    work_dir: Path | None = None,
+    npm=None,
+    **overrides,
+) -> tuple[Path, str]:
     """`modx pretrain`: PRESETS[preset] with `overrides` (model, epochs, batch_size, lr,
     max_per_set, device, seed, ...), on `sets` (default every pretraining set). Returns the
     snapshot path and a summary of its held-out R@1."""
@@ -205,8 +254,9 @@ def run_preset(out: Path, preset: str = "cpu", *, sets: Sequence[str] | None = N
     chosen = {**PRESETS[preset], **overrides}
     model_name, max_per_set = chosen.pop("model"), chosen.pop("max_per_set")
     size = int(model_config(model_name)["vision_cfg"]["image_size"])
-    dataset = IconDataset(sets or tuple(PRETRAIN_SETS), size=size, max_per_set=max_per_set, cache_dir=cache_dir,
-                          npm=npm or run_npm)
+    dataset = IconDataset(
+        sets or tuple(PRETRAIN_SETS), size=size, max_per_set=max_per_set, cache_dir=cache_dir, npm=npm or run_npm
+    )
     cfg = TrainConfig(method="ct", **chosen)
     path = pretrain(out, dataset, model_name, cfg, work_dir=work_dir)
     return path, summary(json.loads((path / "snapshot.json").read_text()))
@@ -214,7 +264,9 @@ def run_preset(out: Path, preset: str = "cpu", *, sets: Sequence[str] | None = N
 
 def summary(record: dict) -> str:
     ev, train = record["evaluation"], record["train"]
-    lines = [f"{record['model']}: {train['pairs']} train pairs, {train['steps']} steps, final loss {train['final_loss']:.3f}"]
+    lines = [
+        f"{record['model']}: {train['pairs']} train pairs, {train['steps']} steps, final loss {train['final_loss']:.3f}"
+    ]
     for split in ("validation", "test"):
         if ev[split]["mean_r1"] is not None:
             n = sum(ev[split]["pairs"].values())

@@ -26,10 +26,11 @@ import torch
 from trainer.config import TrainConfig
 from trainer.data import Dataset, Pair
 from trainer.evaluate import evaluate, transition_drift
+from trainer.experts import embed_experts, load_experts, save_experts
+from trainer.experts import merge as merge_experts
 from trainer.metrics import continual
 from trainer.model import create_model
 from trainer.phase import phase_samples, train_phase
-from trainer.experts import embed_experts, load_experts, merge as merge_experts, save_experts
 from trainer.snapshot import TRAINED, read_record, save_snapshot, snapshot_name
 
 log = logging.getLogger("modx.simulate")
@@ -37,16 +38,25 @@ log = logging.getLogger("modx.simulate")
 EVAL_SPLITS = ("validation", "train")  # beside the probe; plus dataset.eval_splits
 
 
-def initial_snapshot(model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1,
-                     phase: int | None = None) -> Path:  # fmt: skip
+def initial_snapshot(
+    model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1, phase: int | None = None
+) -> Path:
     """Snapshot 'init' at `out` (kept if there): a fresh model from the config under the
     seed, or a local pretrained checkpoint."""
     if out.exists():
         return out
     torch.manual_seed(seed)
     model, _, _ = create_model(model_name, pretrained=pretrained)
-    return save_snapshot(model, out, model_name=model_name, version=version, parent=None, phase=phase, method="init",
-                         hparams={"pretrained": pretrained, "seed": seed})  # fmt: skip
+    return save_snapshot(
+        model,
+        out,
+        model_name=model_name,
+        version=version,
+        parent=None,
+        phase=phase,
+        method="init",
+        hparams={"pretrained": pretrained, "seed": seed},
+    )
 
 
 def r1(rec: dict) -> float:
@@ -110,8 +120,9 @@ def simulate(
     base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
     base.mkdir(parents=True, exist_ok=True)
     init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
-    clip0 = _trained(base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out,
-                                                                       version=0, phase=0))  # fmt: skip
+    clip0 = _trained(
+        base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out, version=0, phase=0)
+    )
     recipe = joint if cfg.method == "joint" else cfg
     run = work / f"{cfg.method}-{digest(base.name, data_key, domains, recipe.key())}"
     run.mkdir(parents=True, exist_ok=True)
@@ -122,20 +133,35 @@ def simulate(
             path = clip0
         elif cfg.method == "joint":
             seen = [p for d in domains[: t + 1] for p in dataset.train(d)]
-            path = _trained(run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t))
+            path = _trained(
+                run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t)
+            )
         else:
             past = [dataset.train(d) for d in domains[:t]]
             experts = merge_experts(stores) if cfg.experts else None
-            path = _trained(run / snapshot_name(t), lambda out: train_phase(prev, dataset.train(domain), cfg, out,
-                                                                             version=t, phase=t, replay=past,
-                                                                             experts=experts))
+            path = _trained(
+                run / snapshot_name(t),
+                lambda out: train_phase(
+                    prev, dataset.train(domain), cfg, out, version=t, phase=t, replay=past, experts=experts
+                ),
+            )
         if cfg.experts:
-            stores.append(_expert_store(path, (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz",
-                                        [p for d in domains[: t + 1] for p in dataset.train(d)], cfg))
+            stores.append(
+                _expert_store(
+                    path,
+                    (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz",
+                    [p for d in domains[: t + 1] for p in dataset.train(d)],
+                    cfg,
+                )
+            )
         evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}
-        entry = {"phase": t, "domain": domain, "recall": evals["probe"].recall,
-                 "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
-                 "train": read_record(path)["train"]}  # fmt: skip
+        entry = {
+            "phase": t,
+            "domain": domain,
+            "recall": evals["probe"].recall,
+            "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
+            "train": read_record(path)["train"],
+        }
         if prev_ev is not None:
             entry["drift"] = transition_drift(prev_ev, evals["probe"])
         results.append(entry)
@@ -192,7 +218,9 @@ def compute(results: list[dict], sizes: list[int], cfg: TrainConfig, joint_cfg: 
     }
 
 
-def summarize(results: list[dict], domains: list[str], sizes: list[int], cfg: TrainConfig, joint_cfg: TrainConfig) -> dict:
+def summarize(
+    results: list[dict], domains: list[str], sizes: list[int], cfg: TrainConfig, joint_cfg: TrainConfig
+) -> dict:
     splits = ["probe", *results[0]["splits"]]
     by_split = {}
     for split in splits:

@@ -112,8 +112,10 @@ def load_snapshot(directory: Path, device: str | torch.device = "cpu"):
         model, _, preprocess = open_clip.create_model_and_transforms(source, device=device)
         return model, preprocess, open_clip.get_tokenizer(source), record
     if open_clip.get_model_config(record["model"]) != record["model_config"]:
-        raise ValueError(f"{directory} has no {OPEN_CLIP_CONFIG} and its model config differs from the "
-                         f"registered {record['model']!r}; it cannot be loaded")
+        raise ValueError(
+            f"{directory} has no {OPEN_CLIP_CONFIG} and its model config differs from the "
+            f"registered {record['model']!r}; it cannot be loaded"
+        )
     model, preprocess, tokenizer = create_model(record["model"], pretrained=directory / WEIGHTS, device=device)
     return model, preprocess, tokenizer, record
 

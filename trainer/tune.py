@@ -49,13 +49,15 @@ def point(result: dict, axes) -> dict:
 
 def pareto(points: list[dict], split: str = SELECT_ON) -> list[int]:
     """Indices of the points no other point beats on quality (higher) and compute (lower)."""
+
     def beaten(i):
         a = points[i]
         return any(
-            b["average"][split] >= a["average"][split] and b["samples_vs_joint"] <= a["samples_vs_joint"]
+            b["average"][split] >= a["average"][split]
+            and b["samples_vs_joint"] <= a["samples_vs_joint"]
             and (b["average"][split], -b["samples_vs_joint"]) != (a["average"][split], -a["samples_vs_joint"])
             for b in points
-        )  # fmt: skip
+        )
 
     return [i for i in range(len(points)) if not beaten(i)]
 
@@ -65,8 +67,14 @@ def sweep(dataset: Dataset, base: TrainConfig, axes: dict[str, list], **simulate
     results = [simulate(dataset, cfg, **simulate_kw) for cfg in grid(base, axes)]
     points = [point(r, axes) for r in results]
     chosen = max(range(len(points)), key=lambda i: points[i]["average"][SELECT_ON])
-    return {"axes": axes, "select_on": SELECT_ON, "points": points, "chosen": chosen, "front": pareto(points),
-            "results": results}  # fmt: skip
+    return {
+        "axes": axes,
+        "select_on": SELECT_ON,
+        "points": points,
+        "chosen": chosen,
+        "front": pareto(points),
+        "results": results,
+    }
 
 
 def sweep_table(result: dict) -> str:
@@ -75,8 +83,10 @@ def sweep_table(result: dict) -> str:
     splits = list(points[0]["average"])
     keys = list(points[0]["recipe"])
     head = "".join(f"{k[:14]:>15}" for k in keys) + "".join(f"{s[:10]:>11}" for s in splits)
-    lines = [f"final average R@1 per split (chosen on {result['select_on']}: *, front: f)",
-             f"  {head}{'forget':>8}{'x new':>7}{'x joint':>8}"]  # fmt: skip
+    lines = [
+        f"final average R@1 per split (chosen on {result['select_on']}: *, front: f)",
+        f"  {head}{'forget':>8}{'x new':>7}{'x joint':>8}",
+    ]
     for i, p in enumerate(points):
         mark = ("*" if i == result["chosen"] else " ") + ("f" if i in result["front"] else " ")
         cells = "".join(f"{str(p['recipe'][k])[:14]:>15}" for k in keys)

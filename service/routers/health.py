@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from service.auth import AUTH_RESPONSES, require
 from service.deps import get_registry, get_serving, get_settings
@@ -39,17 +39,28 @@ def _faults(registry: Registry) -> dict[str, str]:
         return {}
 
 
-READY = {"type": "object", "required": ["status", "checks"],
-         "properties": {"status": {"type": "string"}, "checks": {"type": "object"}}}
+READY = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+}
 
 
-@router.get("/readyz", responses={
-    200: {"description": "ready", "content": {"application/json": {"schema": READY}}},
-    503: {"description": "not ready: `failed` names what is missing",
-          "content": {"application/json": {"schema": READY}}},
-})
-def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depends(get_registry),
-           serving: ServingState = Depends(get_serving)):  # fmt: skip
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "ready", "content": {"application/json": {"schema": READY}}},
+        503: {
+            "description": "not ready: `failed` names what is missing",
+            "content": {"application/json": {"schema": READY}},
+        },
+    },
+)
+def readyz(
+    settings: Settings = Depends(get_settings),
+    registry: Registry = Depends(get_registry),
+    serving: ServingState = Depends(get_serving),
+):
     """200 only when Kafka and Redis answer and a snapshot and an index are loaded; `faults`
     names what another role cannot do now (the consumer on a full or read-only disk)."""
     checks = {
@@ -68,9 +79,15 @@ def readyz(settings: Settings = Depends(get_settings), registry: Registry = Depe
     return JSONResponse(body, status_code=503 if failed else 200)
 
 
-@router.get("/metrics", dependencies=[require("admin")], response_class=Response, responses={
-    200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-    **AUTH_RESPONSES})
+@router.get(
+    "/metrics",
+    dependencies=[require("admin")],
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **AUTH_RESPONSES,
+    },
+)
 def prometheus(request: Request, registry: Registry = Depends(get_registry)) -> Response:
     """This process's metrics plus the counters other modx processes keep in Redis."""
     shared = getattr(request.app.state, "shared_metrics", None)

@@ -8,8 +8,7 @@ from service.deps import get_settings
 from service.errors import api_error, responses
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=[require("read")],
-                   responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 
 
 IMAGE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/webp": {}}
@@ -21,5 +20,8 @@ def get_image(pair_id: str, settings: Settings = Depends(get_settings)) -> Respo
         data, content_type = read_image(settings.data_dir, pair_id)
     except FileNotFoundError:
         raise api_error(404, "not_found", f"no image for pair id {pair_id!r}", id=pair_id) from None
-    return Response(data, media_type=content_type, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                                                 "X-Content-Type-Options": "nosniff"})
+    return Response(
+        data,
+        media_type=content_type,
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+    )

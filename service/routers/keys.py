@@ -44,8 +44,13 @@ def _auth(request: Request) -> Auth:
     return request.app.state.auth
 
 
-@router.post("", status_code=201, response_model=NewKey, responses=responses(400, 409, 415, 422),
-             dependencies=[Depends(json_body)])
+@router.post(
+    "",
+    status_code=201,
+    response_model=NewKey,
+    responses=responses(400, 409, 415, 422),
+    dependencies=[Depends(json_body)],
+)
 def create_key(body: KeyIn, request: Request) -> NewKey:
     try:
         key, secret = _auth(request).store.create(body.scope, body.name, body.rate)

@@ -26,12 +26,10 @@ from service.deps import form_body, get_ingestor, get_limits, get_registry, get_
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
-from service.validation import (Limits, PixelBudget, PairError, ValidPair, check_count, validate_batch,
-                                validate_fields)
+from service.validation import Limits, PairError, PixelBudget, ValidPair, check_count, validate_batch, validate_fields
 
 log = logging.getLogger("modx.api")
-router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")],
-                   responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")], responses=AUTH_RESPONSES)
 WRITE_ERRORS = responses(400, 401, 403, 413, 415, 422, 429, 503)
 FORM_TEXT_FIELDS = ("text", "id", "metadata")
 
@@ -55,16 +53,25 @@ def check_form_utf8(content_type: str, body: bytes) -> None:
     """Refuse a text field of a multipart body whose bytes are not UTF-8."""
     fields: dict[str, bytes] = {}
     try:
-        parse_form({"Content-Type": content_type.encode("latin-1")}, io.BytesIO(body),
-                   lambda f: fields.__setitem__(f.field_name.decode("latin-1"), f.value or b""), lambda f: None)
+        parse_form(
+            {"Content-Type": content_type.encode("latin-1")},
+            io.BytesIO(body),
+            lambda f: fields.__setitem__(f.field_name.decode("latin-1"), f.value or b""),
+            lambda f: None,
+        )
     except Exception:  # malformed multipart: FastAPI's own parse has already refused or accepted it
         return
     for name in FORM_TEXT_FIELDS:
         try:
             fields.get(name, b"").decode("utf-8")
         except UnicodeDecodeError as e:
-            raise PairError(422, "invalid_utf8", f"{name} is not valid UTF-8 (byte {e.start}: {e.reason}); "
-                            "send form fields as UTF-8", item=0, field=name) from None
+            raise PairError(
+                422,
+                "invalid_utf8",
+                f"{name} is not valid UTF-8 (byte {e.start}: {e.reason}); send form fields as UTF-8",
+                item=0,
+                field=name,
+            ) from None
 
 
 class PairIn(BaseModel):
@@ -119,10 +126,14 @@ def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate
     return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS,
-             dependencies=[Depends(json_body)])
-def post_pairs(body: PairsIn, limits: Limits = Depends(get_limits), registry: Registry = Depends(get_registry),
-               ingestor: Ingestor = Depends(get_ingestor), gate: WriteGate = Depends(get_write_gate)) -> AcceptedOut:
+@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS, dependencies=[Depends(json_body)])
+def post_pairs(
+    body: PairsIn,
+    limits: Limits = Depends(get_limits),
+    registry: Registry = Depends(get_registry),
+    ingestor: Ingestor = Depends(get_ingestor),
+    gate: WriteGate = Depends(get_write_gate),
+) -> AcceptedOut:
     """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`."""
     check_count(len(body.pairs), limits)
     pairs = validate_batch([p.model_dump() for p in body.pairs], limits)
@@ -136,20 +147,41 @@ def parse_metadata(metadata: str | None) -> Any:
         raise PairError(422, "invalid_metadata", f"metadata is not JSON: {e}", item=0, field="metadata") from None
 
 
-def upload_pair(request: Request, image: UploadFile = File(description="PNG, JPEG or WebP"), text: str = Form(),
-                id: str | None = Form(None), metadata: str | None = Form(None, description="a JSON object"),
-                limits: Limits = Depends(get_limits), registry: Registry = Depends(get_registry),
-                ingestor: Ingestor = Depends(get_ingestor), gate: WriteGate = Depends(get_write_gate)) -> AcceptedOut:
+def upload_pair(
+    request: Request,
+    image: UploadFile = File(description="PNG, JPEG or WebP"),
+    text: str = Form(),
+    id: str | None = Form(None),
+    metadata: str | None = Form(None, description="a JSON object"),
+    limits: Limits = Depends(get_limits),
+    registry: Registry = Depends(get_registry),
+    ingestor: Ingestor = Depends(get_ingestor),
+    gate: WriteGate = Depends(get_write_gate),
+) -> AcceptedOut:
     """Queue one pair sent as multipart form data (text fields in UTF-8)."""
     check_form_utf8(request.headers.get("content-type", ""), request.state.raw_body)
     data = image.file.read(limits.max_image_bytes + 1)  # one byte over is enough to refuse
     try:
-        pair = validate_fields(id=id or None, text=text, image=data, metadata=parse_metadata(metadata),
-                               limits=limits, budget=PixelBudget(limits))
+        pair = validate_fields(
+            id=id or None,
+            text=text,
+            image=data,
+            metadata=parse_metadata(metadata),
+            limits=limits,
+            budget=PixelBudget(limits),
+        )
     except PairError as e:
         raise e.at(0) from None
     return enqueue([pair], registry, ingestor, gate)
 
 
-router.add_api_route("/upload", upload_pair, methods=["POST"], status_code=202, response_model=AcceptedOut,
-                     responses=WRITE_ERRORS, route_class_override=RawBodyRoute, dependencies=[Depends(form_body)])
+router.add_api_route(
+    "/upload",
+    upload_pair,
+    methods=["POST"],
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=WRITE_ERRORS,
+    route_class_override=RawBodyRoute,
+    dependencies=[Depends(form_body)],
+)

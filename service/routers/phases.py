@@ -37,21 +37,31 @@ def list_phases(registry: Registry = Depends(get_registry), settings: Settings =
     dependencies=[require("admin")],
     responses={
         202: {"description": "requested; the consumer has not answered yet"},
-        409: {"model": ErrorBody,
-              "description": "the open phase is empty: every pair acknowledged before the request is sealed"},
-        429: {"model": ErrorBody,
-              "description": "a seal was requested less than seal_min_interval_s ago (Retry-After)"},
+        409: {
+            "model": ErrorBody,
+            "description": "the open phase is empty: every pair acknowledged before the request is sealed",
+        },
+        429: {
+            "model": ErrorBody,
+            "description": "a seal was requested less than seal_min_interval_s ago (Retry-After)",
+        },
         503: {"model": ErrorBody, "description": "Kafka did not take the request"},
     },
 )
-def seal(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings),
-         ingestor: Ingestor = Depends(get_ingestor)):
+def seal(
+    registry: Registry = Depends(get_registry),
+    settings: Settings = Depends(get_settings),
+    ingestor: Ingestor = Depends(get_ingestor),
+):
     """Seal the open phase once every pair acknowledged before this request is in it."""
     claim = registry.open_seal(settings.seal_min_interval_s, pending_ttl_s=max(600.0, 10 * settings.seal_wait_s))
     if not isinstance(claim, tuple):
         message = f"a seal was requested less than {settings.seal_min_interval_s:g}s ago; retry in {claim:.1f}s"
-        raise HTTPException(429, detail={"error": "seal_rate_limited", "message": message},
-                            headers={"Retry-After": str(max(1, math.ceil(claim)))})
+        raise HTTPException(
+            429,
+            detail={"error": "seal_rate_limited", "message": message},
+            headers={"Retry-After": str(max(1, math.ceil(claim)))},
+        )
     request_id, new = claim
     if new:
         try:
@@ -61,9 +71,15 @@ def seal(registry: Registry = Depends(get_registry), settings: Settings = Depend
             raise api_error(503, "kafka_unavailable", f"{e}; retry the seal") from None
     answer = registry.wait_seal(request_id, settings.seal_wait_s)
     if answer is None:
-        return JSONResponse({"status": "requested", "request": request_id, "joined": not new,
-                             "message": "the consumer has not reached the request yet; it seals when it does"},
-                            status_code=202)
+        return JSONResponse(
+            {
+                "status": "requested",
+                "request": request_id,
+                "joined": not new,
+                "message": "the consumer has not reached the request yet; it seals when it does",
+            },
+            status_code=202,
+        )
     if answer["sealed"] is None:
         raise api_error(409, "empty_phase", f"nothing to seal: {answer.get('reason', 'the open phase is empty')}")
     return {"status": "sealed", "phase": answer["sealed"], "request": request_id}

@@ -77,8 +77,12 @@ def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | 
     return encoders.image([image])
 
 
-@router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
-             dependencies=[Depends(json_body)])
+@router.post(
+    "/v1/search",
+    response_model=SearchResponse,
+    responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
+    dependencies=[Depends(json_body)],
+)
 def search(req: SearchRequest, state: ServingState = Depends(get_serving), limits: Limits = Depends(get_limits)):
     t0 = time.perf_counter()
     image = check_query(req, limits)  # validate before readiness: a malformed query is 4xx, never 503
@@ -93,6 +97,9 @@ def search(req: SearchRequest, state: ServingState = Depends(get_serving), limit
     if index is None:
         raise api_error(503, "not_ready", "no caption index is loaded for this snapshot yet")
     hits = index.search(query, req.k, min_score=req.min_score, filter_fn=filter_fn)[0]
-    results = [Hit(id=pid, score=score, text=state.catalog.get(pid)[0], metadata=state.catalog.get(pid)[1]) for pid, score in hits]
+    results = [
+        Hit(id=pid, score=score, text=state.catalog.get(pid)[0], metadata=state.catalog.get(pid)[1])
+        for pid, score in hits
+    ]
     metrics.SEARCH_LATENCY.observe(time.perf_counter() - t0)
     return SearchResponse(snapshot=serving.snapshot, index=index.snapshot, target=req.target, results=results)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from trainer.atomic import read_json
 from service.auth import AUTH_RESPONSES, require
 from service.deps import get_registry, get_settings
 from service.registry import Registry
 from service.settings import Settings
 from service.training import DRIFT_FILE, RECALL_FILE, snapshot_dir
+from trainer.atomic import read_json
 
 router = APIRouter(tags=["snapshots"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 
@@ -48,12 +48,19 @@ def recall(registry: Registry = Depends(get_registry), data_dir: Path = Depends(
     """
     return {
         "snapshots": [
-            {"snapshot": v, "parent": d["parent"], "status": d["status"], "recall": d["recall"],
-             "old_gallery": d["old_gallery"], "old_gallery_snapshot": d.get("old_gallery_snapshot", d["parent"]),
-             "mean_r1_old": d["mean_r1_old"], "mean_r1_all": d["mean_r1_all"]}
+            {
+                "snapshot": v,
+                "parent": d["parent"],
+                "status": d["status"],
+                "recall": d["recall"],
+                "old_gallery": d["old_gallery"],
+                "old_gallery_snapshot": d.get("old_gallery_snapshot", d["parent"]),
+                "mean_r1_old": d["mean_r1_old"],
+                "mean_r1_all": d["mean_r1_all"],
+            }
             for v, d in _per_snapshot(data_dir, registry, RECALL_FILE)
         ]
-    }  # fmt: skip
+    }
 
 
 @router.get("/v1/drift")

@@ -245,11 +245,22 @@ class EmojiDataset:
     name = "emoji"
     eval_splits = ("test",)
 
-    def __init__(self, styles: Sequence[str | Style] = PRESETS["google-twemoji-fluent"], size: int = 32,
-                 captions: str = "name", n_keywords: int = 3, test_fraction: float = 0.2,
-                 probe_fraction: float = 0.1, validation_fraction: float = 0.1, cache_dir: str | os.PathLike | None = None,
-                 seed: int | None = None, language: str = "en", names: Names = Names(),
-                 renderer: str = "auto", npm: Npm = run_npm):  # fmt: skip
+    def __init__(
+        self,
+        styles: Sequence[str | Style] = PRESETS["google-twemoji-fluent"],
+        size: int = 32,
+        captions: str = "name",
+        n_keywords: int = 3,
+        test_fraction: float = 0.2,
+        probe_fraction: float = 0.1,
+        validation_fraction: float = 0.1,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int | None = None,
+        language: str = "en",
+        names: Names = Names(),
+        renderer: str = "auto",
+        npm: Npm = run_npm,
+    ):
         self.styles = [s if isinstance(s, Style) else _style(s) for s in styles]
         self.domains = [s.name for s in self.styles]
         if not self.styles or len(set(self.domains)) != len(self.domains):
@@ -291,9 +302,13 @@ class EmojiDataset:
             "name": self.name,
             "domains": list(self.domains),
             "styles": {s.name: self._style_info(s) for s in self.styles},
-            "names": {"package": self.names.package, "version": self.names.version,
-                      "license": package_license(names_tgz), "integrity": names_integrity,
-                      "language": self.language},  # fmt: skip
+            "names": {
+                "package": self.names.package,
+                "version": self.names.version,
+                "license": package_license(names_tgz),
+                "integrity": names_integrity,
+                "language": self.language,
+            },
             "concepts": len(self.concepts),
             "test_concepts": sum(map(self.is_test_concept, self.concepts)),
             "counts": {d: {k: len(v) for k, v in self._splits[d].items()} for d in self.domains},
@@ -344,8 +359,13 @@ class EmojiDataset:
         return splits
 
     def _pair(self, domain: str, concept: Concept) -> Pair:
-        meta = {"concept": concept.key, "name": concept.name, "category": concept.category,
-                "subcategory": concept.subcategory, "style": domain}  # fmt: skip
+        meta = {
+            "concept": concept.key,
+            "name": concept.name,
+            "category": concept.category,
+            "subcategory": concept.subcategory,
+            "style": domain,
+        }
         text = caption(concept, self.captions, self.n_keywords)
         return Pair(f"{domain}:{concept.key}", text, self.rendered[domain][0][concept.key], domain, meta)
 
@@ -368,10 +388,16 @@ class EmojiDataset:
 
     def _style_info(self, style: Style) -> dict:
         meta = self.rendered[style.name][1]
-        return {"package": style.package, "version": style.version, "kind": style.kind,
-                "license": meta["license"], "art_license": style.art_license or meta["license"],
-                "integrity": self._integrity(style.package, style.version),
-                "available": meta["available"], "matched_by": meta["matched_by"]}  # fmt: skip
+        return {
+            "package": style.package,
+            "version": style.version,
+            "kind": style.kind,
+            "license": meta["license"],
+            "art_license": style.art_license or meta["license"],
+            "integrity": self._integrity(style.package, style.version),
+            "available": meta["available"],
+            "matched_by": meta["matched_by"],
+        }
 
     def _integrity(self, package: str, version: str) -> str:
         return self.cache.integrity(package, version)

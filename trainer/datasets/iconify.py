@@ -67,7 +67,7 @@ def icon_svg(icon: dict, size: int) -> str:
 
 
 def pick_renderer(renderer: str = "auto") -> str:
-    """"resvg" (resvg-py) if importable, else "cairosvg"; ImportError if neither is."""
+    """ "resvg" (resvg-py) if importable, else "cairosvg"; ImportError if neither is."""
     for name, module in (("resvg", "resvg_py"), ("cairosvg", "cairosvg")):
         if renderer in ("auto", name):
             try:

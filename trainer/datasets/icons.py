@@ -61,20 +61,65 @@ def _sets(versions: dict[str, str]) -> dict[str, IconSet]:
     return {name: IconSet(name, f"@iconify-json/{name}", v) for name, v in versions.items()}
 
 
-PRETRAIN_SETS: dict[str, IconSet] = _sets({
-    "bi": "1.2.7", "ri": "1.2.10", "ion": "1.2.7", "octicon": "1.2.36", "uil": "1.2.3", "iconoir": "1.2.11",
-    "heroicons": "1.2.3", "mingcute": "1.2.8", "solar": "1.2.13", "fluent": "1.2.60", "ic": "1.2.4",
-    "majesticons": "1.2.5", "akar-icons": "1.2.7", "bx": "1.2.3", "cil": "1.2.3", "codicon": "1.2.74",
-    "eva": "1.2.3", "gg": "1.2.2", "humbleicons": "1.2.20", "jam": "1.2.3", "la": "1.2.1", "ant-design": "1.2.9",
-    "clarity": "1.2.4", "system-uicons": "1.2.4", "pixelarticons": "1.2.9", "mi": "1.2.2", "basil": "1.2.4",
-    "gravity-ui": "1.2.15", "hugeicons": "1.2.35", "prime": "1.2.5", "quill": "1.2.4", "radix-icons": "1.2.6",
-    "tdesign": "1.2.19", "typcn": "1.2.2", "ep": "1.2.4", "fa6-solid": "1.2.4", "fa6-regular": "1.2.4",
-    "material-symbols": "1.2.98", "icon-park-outline": "1.2.4", "mynaui": "1.2.19", "lets-icons": "1.2.2",
-    "iconamoon": "1.2.2", "mage": "1.2.4", "stash": "1.2.4", "proicons": "1.2.20", "famicons": "1.2.2",
-})
-EVAL_SETS: dict[str, IconSet] = _sets({
-    "teenyicons": "1.2.2", "fontisto": "1.2.1", "gridicons": "1.2.5", "pepicons-pop": "1.2.4", "f7": "1.2.2",
-})
+PRETRAIN_SETS: dict[str, IconSet] = _sets(
+    {
+        "bi": "1.2.7",
+        "ri": "1.2.10",
+        "ion": "1.2.7",
+        "octicon": "1.2.36",
+        "uil": "1.2.3",
+        "iconoir": "1.2.11",
+        "heroicons": "1.2.3",
+        "mingcute": "1.2.8",
+        "solar": "1.2.13",
+        "fluent": "1.2.60",
+        "ic": "1.2.4",
+        "majesticons": "1.2.5",
+        "akar-icons": "1.2.7",
+        "bx": "1.2.3",
+        "cil": "1.2.3",
+        "codicon": "1.2.74",
+        "eva": "1.2.3",
+        "gg": "1.2.2",
+        "humbleicons": "1.2.20",
+        "jam": "1.2.3",
+        "la": "1.2.1",
+        "ant-design": "1.2.9",
+        "clarity": "1.2.4",
+        "system-uicons": "1.2.4",
+        "pixelarticons": "1.2.9",
+        "mi": "1.2.2",
+        "basil": "1.2.4",
+        "gravity-ui": "1.2.15",
+        "hugeicons": "1.2.35",
+        "prime": "1.2.5",
+        "quill": "1.2.4",
+        "radix-icons": "1.2.6",
+        "tdesign": "1.2.19",
+        "typcn": "1.2.2",
+        "ep": "1.2.4",
+        "fa6-solid": "1.2.4",
+        "fa6-regular": "1.2.4",
+        "material-symbols": "1.2.98",
+        "icon-park-outline": "1.2.4",
+        "mynaui": "1.2.19",
+        "lets-icons": "1.2.2",
+        "iconamoon": "1.2.2",
+        "mage": "1.2.4",
+        "stash": "1.2.4",
+        "proicons": "1.2.20",
+        "famicons": "1.2.2",
+    }
+)
+EVAL_SETS: dict[str, IconSet] = _sets(
+    {
+        "teenyicons": "1.2.2",
+        "fontisto": "1.2.1",
+        "gridicons": "1.2.5",
+        "pepicons-pop": "1.2.4",
+        "f7": "1.2.2",
+    }
+)
 STYLE_WORDS = frozenset(
     "fill filled f outline outlined line linear solid regular bold duotone twotone sharp rounded light thin broken "
     "alerted badged".split()
@@ -135,8 +180,13 @@ def select_icons(icon_set: dict, metadata: dict) -> dict[str, Icon]:
 def set_license(info: dict, tgz: Path) -> dict:
     """The set's licence as its info.json names it (spdx, title, url), and its author."""
     lic = info.get("license") or {}
-    return {"spdx": lic.get("spdx") or package_license(tgz), "title": lic.get("title", ""), "url": lic.get("url", ""),
-            "author": (info.get("author") or {}).get("name", ""), "set_name": info.get("name", "")}
+    return {
+        "spdx": lic.get("spdx") or package_license(tgz),
+        "title": lic.get("title", ""),
+        "url": lic.get("url", ""),
+        "author": (info.get("author") or {}).get("name", ""),
+        "set_name": info.get("name", ""),
+    }
 
 
 class IconDataset:
@@ -150,10 +200,20 @@ class IconDataset:
     name = "icons"
     eval_splits = ("test",)
 
-    def __init__(self, sets: Sequence[str | IconSet] = tuple(PRETRAIN_SETS), size: int = 32, captions: str = "name",
-                 test_fraction: float = 0.1, validation_fraction: float = 0.05, probe_fraction: float = 0.05,
-                 max_per_set: int | None = None, cache_dir: str | os.PathLike | None = None, seed: int | None = None,
-                 renderer: str = "auto", npm: Npm = run_npm):
+    def __init__(
+        self,
+        sets: Sequence[str | IconSet] = tuple(PRETRAIN_SETS),
+        size: int = 32,
+        captions: str = "name",
+        test_fraction: float = 0.1,
+        validation_fraction: float = 0.05,
+        probe_fraction: float = 0.05,
+        max_per_set: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int | None = None,
+        renderer: str = "auto",
+        npm: Npm = run_npm,
+    ):
         self.sets = [s if isinstance(s, IconSet) else _icon_set(s) for s in sets]
         self.domains = [s.name for s in self.sets]
         if not self.sets or len(set(self.domains)) != len(self.domains):
@@ -165,7 +225,11 @@ class IconDataset:
         if max_per_set is not None and max_per_set < 1:
             raise ValueError(f"max_per_set must be >= 1 or None, not {max_per_set}")
         self.size, self.captions, self.max_per_set, self.seed = size, captions, max_per_set, seed
-        self.test_fraction, self.validation_fraction, self.probe_fraction = test_fraction, validation_fraction, probe_fraction
+        self.test_fraction, self.validation_fraction, self.probe_fraction = (
+            test_fraction,
+            validation_fraction,
+            probe_fraction,
+        )
         self.renderer = renderer
         self.cache = NpmCache(cache_dir, npm)
 
@@ -187,7 +251,7 @@ class IconDataset:
         return self._pairs(domain, "test")
 
     def concept_split(self, concept: str) -> str:
-        """"test", "validation" or "train" for a concept, the same in every set."""
+        """ "test", "validation" or "train" for a concept, the same in every set."""
         u = id_fraction(concept, "icon-concept:" if self.seed is None else f"icon-concept:{self.seed}:")
         if u < self.test_fraction:
             return "test"
@@ -198,7 +262,9 @@ class IconDataset:
             "name": self.name,
             "domains": list(self.domains),
             "sets": {s.name: self._set_info(s) for s in self.sets},
-            "concepts": len({p.metadata["concept"] for d in self.domains for ps in self._splits[d].values() for p in ps}),
+            "concepts": len(
+                {p.metadata["concept"] for d in self.domains for ps in self._splits[d].values() for p in ps}
+            ),
             "counts": {d: {k: len(v) for k, v in self._splits[d].items()} for d in self.domains},
             "size": self.size,
             "captions": self.captions,
@@ -244,8 +310,11 @@ class IconDataset:
             source = self._files(icon_set)["icons.json"]
             for name in missing:
                 images[name] = iconify.render_icon(source, name, self.size, renderer)
-            iconify.save_rendered(path, images, {"package": icon_set.package, "version": icon_set.version,
-                                                 "size": self.size, "renderer": renderer})
+            iconify.save_rendered(
+                path,
+                images,
+                {"package": icon_set.package, "version": icon_set.version, "size": self.size, "renderer": renderer},
+            )
         return {n: images[n] for n in wanted}
 
     def _render_path(self, icon_set: IconSet, renderer: str) -> Path:
@@ -280,9 +349,13 @@ class IconDataset:
     def _set_info(self, icon_set: IconSet) -> dict:
         tgz = self.cache.tarball(icon_set.package, icon_set.version)
         info = read_tgz_json(tgz, ["info.json"]).get("info.json", {})
-        return {"package": icon_set.package, "version": icon_set.version,
-                "integrity": self.cache.integrity(icon_set.package, icon_set.version),
-                "license": set_license(info, tgz), "concepts": len(self.selected[icon_set.name])}
+        return {
+            "package": icon_set.package,
+            "version": icon_set.version,
+            "integrity": self.cache.integrity(icon_set.package, icon_set.version),
+            "license": set_license(info, tgz),
+            "concepts": len(self.selected[icon_set.name]),
+        }
 
     def _pairs(self, domain: str, split: str) -> list[Pair]:
         if domain not in self.domains:

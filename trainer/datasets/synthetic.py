@@ -37,9 +37,12 @@ from trainer.data import Pair, encode_png, split_pairs
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40)}
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
 POSITIONS = {
-    "top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
-    "bottom right": (0.72, 0.72), "center": (0.5, 0.5),
-}  # fmt: skip
+    "top left": (0.28, 0.28),
+    "top right": (0.72, 0.28),
+    "bottom left": (0.28, 0.72),
+    "bottom right": (0.72, 0.72),
+    "center": (0.5, 0.5),
+}
 SIZES = {"small": 0.14, "large": 0.24}
 
 
@@ -134,8 +137,15 @@ class SyntheticDataset:
     name = "synthetic"
     eval_splits = ()
 
-    def __init__(self, n_domains: int = 4, pairs_per_domain: int = 600, image_size: int = 32,
-                 probe_fraction: float = 0.1, validation_fraction: float = 0.1, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        n_domains: int = 4,
+        pairs_per_domain: int = 600,
+        image_size: int = 32,
+        probe_fraction: float = 0.1,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+    ):
         if not 1 <= n_domains <= len(DOMAINS):
             raise ValueError(f"n_domains must be 1..{len(DOMAINS)}")
         self.specs = DOMAINS[:n_domains]
@@ -152,7 +162,9 @@ class SyntheticDataset:
         pairs, seen = [], set()
         while len(pairs) < self.pairs_per_domain:
             positions = rng.sample(sorted(POSITIONS), rng.choice((1, 2)))
-            objects = [(rng.choice(sorted(SIZES)), rng.choice(sorted(COLOURS)), rng.choice(SHAPES), p) for p in positions]
+            objects = [
+                (rng.choice(sorted(SIZES)), rng.choice(sorted(COLOURS)), rng.choice(SHAPES), p) for p in positions
+            ]
             text = caption(objects)
             if text in seen:  # one caption per image, so recall by index is unambiguous
                 continue

@@ -19,9 +19,9 @@ from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
 from trainer.experts import EXPERTS, embed_experts, load_experts, merge, save_experts
+from trainer.metrics import r1
 from trainer.phase import train_phase
-from trainer.simulate import initial_snapshot, r1
-from trainer.snapshot import TRAINED
+from trainer.snapshot import TRAINED, initial_snapshot
 
 log = logging.getLogger("modx.trainer_worker")
 

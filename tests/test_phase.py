@@ -18,8 +18,7 @@ from trainer.phase import (
     teacher_cache,
     train_phase,
 )
-from trainer.simulate import initial_snapshot
-from trainer.snapshot import TRAINED, load_snapshot, read_record, save_snapshot
+from trainer.snapshot import TRAINED, initial_snapshot, load_snapshot, read_record, save_snapshot
 
 
 @pytest.fixture(scope="module")

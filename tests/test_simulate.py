@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from service.cli import app
 from trainer.config import TrainConfig
 from trainer.datasets.synthetic import SyntheticDataset
-from trainer.simulate import r1, simulate
+from trainer.metrics import r1
+from trainer.simulate import simulate
 
 BUDGET = dict(epochs=10, batch_size=64, seed=0, replay_fraction=0.0)  # the paper's protocol: no replay
 

@@ -126,3 +126,8 @@ def continual(acc: np.ndarray) -> dict:
     forgetting = float(np.mean([acc[d:last, d].max() - acc[last, d] for d in old]))
     bwt = float(np.mean([acc[last, d] - acc[d, d] for d in old]))
     return {"average": average, "forgetting": forgetting, "bwt": bwt}
+
+
+def r1(rec: dict) -> float:
+    """R@1 of one recall record, the mean of image->text and text->image."""
+    return (rec["i2t"]["r1"] + rec["t2i"]["r1"]) / 2

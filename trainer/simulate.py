@@ -21,46 +21,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trainer.config import TrainConfig
 from trainer.data import Dataset, Pair
 from trainer.evaluate import evaluate, transition_drift
 from trainer.experts import embed_experts, load_experts, save_experts
 from trainer.experts import merge as merge_experts
-from trainer.metrics import continual
-from trainer.model import create_model
+from trainer.metrics import continual, r1
 from trainer.phase import phase_samples, train_phase
-from trainer.snapshot import TRAINED, read_record, save_snapshot, snapshot_name
+from trainer.snapshot import TRAINED, initial_snapshot, read_record, snapshot_name
 
 log = logging.getLogger("modx.simulate")
 
 EVAL_SPLITS = ("validation", "train")  # beside the probe; plus dataset.eval_splits
-
-
-def initial_snapshot(
-    model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1, phase: int | None = None
-) -> Path:
-    """Snapshot 'init' at `out` (kept if there): a fresh model from the config under the
-    seed, or a local pretrained checkpoint."""
-    if out.exists():
-        return out
-    torch.manual_seed(seed)
-    model, _, _ = create_model(model_name, pretrained=pretrained)
-    return save_snapshot(
-        model,
-        out,
-        model_name=model_name,
-        version=version,
-        parent=None,
-        phase=phase,
-        method="init",
-        hparams={"pretrained": pretrained, "seed": seed},
-    )
-
-
-def r1(rec: dict) -> float:
-    return (rec["i2t"]["r1"] + rec["t2i"]["r1"]) / 2
 
 
 def digest(*parts) -> str:

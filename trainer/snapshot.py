@@ -123,3 +123,24 @@ def load_snapshot(directory: Path, device: str | torch.device = "cpu"):
 def load_fisher(directory: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor] | None:
     path = Path(directory) / FISHER
     return load_file(path, device=str(device)) if path.exists() else None
+
+
+def initial_snapshot(
+    model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1, phase: int | None = None
+) -> Path:
+    """Snapshot 'init' at `out` (kept if there): a fresh model from the config under the
+    seed, or a local pretrained checkpoint."""
+    if out.exists():
+        return out
+    torch.manual_seed(seed)
+    model, _, _ = create_model(model_name, pretrained=pretrained)
+    return save_snapshot(
+        model,
+        out,
+        model_name=model_name,
+        version=version,
+        parent=None,
+        phase=phase,
+        method="init",
+        hparams={"pretrained": pretrained, "seed": seed},
+    )

@@ -42,6 +42,7 @@ def stack(kafka, redis_server, tmp_path_factory):
         "MODX_WORKER_POLL_S": "0.3",
         "MODX_INDEX_POLL_S": "0.3",
         "MODX_CONSUMER_POLL_MS": "100",
+        "MODX_SEAL_MIN_INTERVAL_S": "0",  # phases here train in seconds: seal each one at once
     }
     settings = Settings(**{k[5:].lower(): v for k, v in env.items() if "__" not in k})
     ensure_topics(kafka, [settings.topic, settings.dlq_topic])

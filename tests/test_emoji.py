@@ -3,11 +3,11 @@
 import io
 import json
 import shutil
-import tarfile
 
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.fake_npm import make_tgz, no_network
 from trainer.data import split_of
 from trainer.datasets import iconify
 from trainer.datasets.emoji import EmojiDataset, Names, Style, canonical, emoji_stream, load_concepts, slugify
@@ -51,20 +51,6 @@ MESSAGES = {
 NAMES = Names("emojibase-data", "0.0.1-test")
 PNG = Style("pngs", "emoji-datasource-fake", "1.0.0", "png", image_set="fake", art_license="CC0 (fake)")
 SVG = Style("svgs", "@fake/iconify-emoji", "1.0.0", "iconify")
-
-
-def no_network(args):
-    raise AssertionError(f"npm was called: {args}")
-
-
-def make_tgz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"package/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def disc_png(colour) -> bytes:

@@ -29,12 +29,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from trainer.atomic import atomic_file, make_dirs
+from trainer.atomic import make_dirs
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import evaluate_model
 from trainer.model import clamp_logit_scale, create_model
-from trainer.phase import augment, batches, lr_at, make_optimizer, phase_loss, steps_per_epoch
+from trainer.phase import (
+    augment,
+    batches,
+    load_checkpoint,
+    lr_at,
+    make_optimizer,
+    phase_loss,
+    save_checkpoint,
+    steps_per_epoch,
+)
 from trainer.snapshot import save_snapshot
 
 log = logging.getLogger("modx.pretrain")
@@ -106,25 +115,6 @@ def resume_key(model_name: str, cfg: TrainConfig, corpus: Corpus) -> str:
     recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "checkpoint_every", "compile")}
     blob = json.dumps([model_name, recipe, corpus.ids, list(corpus.images.shape)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def save_checkpoint(path: Path, step: int, model, optimizer, key: str) -> None:
-    with atomic_file(path) as f:
-        torch.save({"step": step, "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, f)
-
-
-def load_checkpoint(path: Path, model, optimizer, key: str) -> int:
-    """The step to go on from: a checkpoint made for this very run, else 0."""
-    if not path.exists():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["key"] != key:
-        log.warning("ignoring %s: it was made for another corpus or recipe", path)
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    log.info("resuming from step %d (%s)", state["step"], path)
-    return int(state["step"])
 
 
 def default_work_dir(out: Path) -> Path:

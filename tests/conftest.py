@@ -3,15 +3,12 @@ each started once per session on a free port (service.infra), never mocked."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import redis
 
 from service import infra
-from service.ingest import ensure_topics
 from service.settings import Settings
-from tests.helpers import make_png
+from tests.helpers import make_png, private_settings
 
 
 @pytest.fixture(scope="session")
@@ -39,22 +36,17 @@ def redis_client(redis_server):
 @pytest.fixture
 def settings(tmp_path, kafka, redis_server, redis_client) -> Settings:
     """Settings for one test: its own topics, consumer group, data dir, and an empty Redis."""
-    tag = uuid.uuid4().hex[:8]
-    s = Settings(
-        data_dir=tmp_path / "data",
-        kafka_bootstrap=kafka,
-        redis_url=redis_server,
-        topic=f"pairs-{tag}",
-        dlq_topic=f"pairs-{tag}.dlq",
-        consumer_group=f"consumer-{tag}",
+    return private_settings(
+        tmp_path / "data",
+        kafka,
+        redis_server,
+        "pairs",
         consumer_poll_ms=100,
         consumer_session_timeout_ms=2000,
         consumer_max_poll_interval_ms=5000,
         seal_wait_s=10,
         phase_size=1000,
     )
-    ensure_topics(kafka, [s.topic, s.dlq_topic], s.topic_partitions)
-    return s
 
 
 @pytest.fixture

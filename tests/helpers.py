@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.buffer import Incoming
+from service.ingest import ensure_topics
 from service.keys import KeyStore
 from service.settings import Settings
 from service.validation import Limits, validate_pair
@@ -121,6 +123,23 @@ def wait_for(condition, timeout_s: float = 30.0, interval_s: float = 0.1, messag
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
+
+
+def private_settings(data_dir: Path, kafka: str, redis_url: str, name: str, **overrides) -> Settings:
+    """Settings with topics and a consumer group of their own (created), on the shared broker
+    and Redis, so a test sees only what it produced."""
+    tag = f"{name}-{uuid.uuid4().hex[:8]}"
+    s = Settings(
+        data_dir=data_dir,
+        kafka_bootstrap=kafka,
+        redis_url=redis_url,
+        topic=tag,
+        dlq_topic=f"{tag}.dlq",
+        consumer_group=tag,
+        **overrides,
+    )
+    ensure_topics(kafka, [s.topic, s.dlq_topic], s.topic_partitions)
+    return s
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

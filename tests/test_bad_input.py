@@ -4,35 +4,21 @@ and the topic stays empty (checked after each case by the Fetch high watermark).
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.backpressure import KafkaLag
-from service.ingest import ensure_topics
 from service.settings import Settings
 from tests.bad_requests import CASES, LIMITS, PNG
-from tests.helpers import b64, bearer, make_key
+from tests.helpers import b64, bearer, make_key, private_settings
 
 assert len(CASES) >= 120 and len({c.name for c in CASES}) == len(CASES)
 
 
 @pytest.fixture(scope="module")
 def corpus_settings(tmp_path_factory, kafka, redis_server) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    s = Settings(
-        data_dir=tmp_path_factory.mktemp("corpus"),
-        kafka_bootstrap=kafka,
-        redis_url=redis_server,
-        topic=f"corpus-{tag}",
-        dlq_topic=f"corpus-{tag}.dlq",
-        consumer_group=f"corpus-{tag}",
-        **LIMITS,
-    )
-    ensure_topics(kafka, [s.topic, s.dlq_topic])
-    return s
+    return private_settings(tmp_path_factory.mktemp("corpus"), kafka, redis_server, "corpus", **LIMITS)
 
 
 @pytest.fixture(scope="module")

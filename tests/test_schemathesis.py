@@ -10,7 +10,6 @@ The number of examples per operation is bounded (MAX_EXAMPLES) to keep the run s
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 import schemathesis
@@ -21,11 +20,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 from service.app import create_app
-from service.ingest import ensure_topics
 from service.registry import Registry
-from service.settings import Settings
 from service.workers import IndexerWorker, bootstrap
-from tests.helpers import bearer, make_key, wait_for, write_phases
+from tests.helpers import bearer, make_key, private_settings, wait_for, write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 
 MAX_EXAMPLES = int(os.environ.get("MODX_SCHEMATHESIS_EXAMPLES", "50"))
@@ -40,19 +37,15 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, kafka, redis_server):
-    tag = uuid.uuid4().hex[:8]
-    s = Settings(
-        data_dir=tmp_path_factory.mktemp("schemathesis"),
-        kafka_bootstrap=kafka,
-        redis_url=redis_server,
-        topic=f"st-{tag}",
-        dlq_topic=f"st-{tag}.dlq",
-        consumer_group=f"st-{tag}",
+    s = private_settings(
+        tmp_path_factory.mktemp("schemathesis"),
+        kafka,
+        redis_server,
+        "st",
         seal_wait_s=0,
         key_rate=100_000.0,
         serving_poll_s=0.05,
     )
-    ensure_topics(kafka, [s.topic, s.dlq_topic])
     write_phases(s, SyntheticDataset(n_domains=2, pairs_per_domain=10, seed=4), n=2)
     registry = Registry.from_url(s.redis_url)
     bootstrap(s, registry)  # snapshot 0 and its index over both phases: search answers 200

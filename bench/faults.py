@@ -37,6 +37,7 @@ from bench import loopfs
 from bench.common import finish, machine
 from service import buffer, status
 from service.infra import free_port, redis_argv, redis_ready, stop_process
+from trainer import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("consumer", "trainer", "indexer", "api")
@@ -112,7 +113,7 @@ class Stack:
             if self.up.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("modx up did not start:\n" + (work / "up.log").read_text()[-3000:])
             time.sleep(0.5)
-        self.key = (data_dir / "admin.key").read_text().strip()
+        self.key = layout.admin_key_file(data_dir).read_text().strip()
 
     def start_redis(self) -> None:
         # not service.infra.start_process: its PDEATHSIG would stop Redis with the thread that restarted it
@@ -218,7 +219,7 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.2) -> float | 
 
 
 def buffered_ids(data_dir: Path) -> list[str]:
-    return [r.id for n in buffer.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
+    return [r.id for n in layout.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
 
 
 def api_ready(stack: Stack) -> bool:
@@ -377,7 +378,7 @@ def check(stack: Stack, log: Log) -> dict:
     ids = buffered_ids(data_dir)
     written = set(ids)
     phases = buffer.list_phases(data_dir)
-    snapshots = {v: (status.read_status(data_dir, v) or {}).get("status") for v in status.snapshot_versions(data_dir)}
+    snapshots = {v: (status.read_status(data_dir, v) or {}).get("status") for v in layout.snapshot_numbers(data_dir)}
     sealed = [p for p in phases if p.status != "open"]
     down = api_down_windows(log)
     refused_outside = [t for t in log.refused_at if not any(a <= t <= b for a, b in down)]

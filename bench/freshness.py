@@ -46,6 +46,7 @@ from bench.common import apply_preset, finish, machine
 from bench.ingest import Stack, all_records, buffered, percentile, service_stack, wait_for
 from service import buffer
 from service.settings import Settings
+from trainer import layout
 from trainer.datasets.synthetic import SyntheticDataset
 
 PRESETS = {  # pairs per phase; fresh: single pairs timed after phase 1; epochs and batch of the trainer
@@ -114,12 +115,12 @@ def seal_and_serve(client: httpx.Client, stack: Stack, data_dir: Path, expected_
         return None
 
     t_search = wait_for(f"snapshot {phase} served", served, stack, timeout_s, interval_s=0.1)
-    snap, index = data_dir / "snapshots" / f"v{phase:06d}", data_dir / "indexes" / f"v{phase:06d}"
-    record = json.loads((snap / "snapshot.json").read_text())
-    t_published, t_evaluated = mtime(snap / "snapshot.json"), mtime(snap / "drift.json")
-    t_pointer = mtime(data_dir / "serving.json")
+    index = layout.index_dir(data_dir, phase)
+    record = json.loads(layout.record_file(data_dir, phase).read_text())
+    t_published, t_evaluated = mtime(layout.record_file(data_dir, phase)), mtime(layout.drift_file(data_dir, phase))
+    t_pointer = mtime(layout.serving_file(data_dir))
     t_training = seen.get("training", buffer.epoch(buffer.read_manifest(data_dir, phase)["sealed"]))  # if missed
-    status = json.loads((snap / "recall.json").read_text()).get("status")
+    status = json.loads(layout.recall_file(data_dir, phase).read_text()).get("status")
     return {
         "phase": phase,
         "pairs": expected_n,
@@ -133,7 +134,7 @@ def seal_and_serve(client: httpx.Client, stack: Stack, data_dir: Path, expected_
         "evaluate_s": round(t_evaluated - t_published, 2),
         "reindex_s": round(t_pointer - t_evaluated, 2),  # includes the indexer's poll wait
         "reindex_rebuild_s": rebuild_seconds(stack.logs, phase),
-        "index_size": json.loads((index / "index.json").read_text()).get("size"),
+        "index_size": json.loads((index / layout.META_FILE).read_text()).get("size"),
         "api_swap_s": round(t_search - t_pointer, 2),
     }
 

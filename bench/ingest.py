@@ -46,6 +46,7 @@ from service import buffer
 from service.infra import Server, free_port, kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
 from service.stack import admin_key
+from trainer import layout
 
 PRESETS = {
     "smoke": dict(pairs=200, batch=20, concurrency=2, api_workers=1),
@@ -112,7 +113,7 @@ def service_stack(
 ) -> Iterator[Stack]:
     """Tansu + redis-server + `python -m service.cli ROLE` per role (+ `api_workers` APIs); all
     stopped on the way out, roles first, servers last."""
-    logs = Path(data_dir) / "logs"
+    logs = layout.logs_dir(data_dir)
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as exit_stack:
         kafka: Server = exit_stack.enter_context(kafka_broker(log_dir=logs))
@@ -173,7 +174,7 @@ def percentile(values, q: float) -> float | None:
 
 
 def all_records(data_dir: Path) -> list[buffer.Record]:
-    return [r for n in buffer.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
+    return [r for n in layout.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
 
 
 # ---------------------------------------------------------------- the pairs

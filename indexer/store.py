@@ -1,6 +1,6 @@
 """Index directories on disk: save and load whole, and the incremental segments beside them.
 
-    indexes/v000003/
+    indexes/v000003/  (trainer.layout.index_dir; indexes/text/v000003 for the captions)
       index.faiss     faiss.write_index of the CPU version of the index
       ids.json        position -> pair id
       index.json      {snapshot, size, kind, dim, created, params, segments_through}
@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -28,21 +27,7 @@ import numpy as np
 from indexer.backends import as_matrix, place
 from indexer.index import Index
 from trainer.atomic import being_published, make_dirs, publish_dir, temp_dir, write_bytes_atomic
-from trainer.snapshot import snapshot_name
-
-INDEX_FILE, IDS_FILE, META_FILE, SEGMENTS_DIR = "index.faiss", "ids.json", "index.json", "segments"
-SEGMENT_RE = re.compile(r"^(\d{6})\.npz$")
-MODALITIES = ("image", "text")
-
-
-def index_dir(data_dir: str | Path, snapshot: int, modality: str = "image") -> Path:
-    """`<data_dir>/indexes/v<snapshot:06d>` for the images, `indexes/text/v<snapshot:06d>`
-    for the captions (image -> text search)."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
-    root = Path(data_dir) / "indexes"
-    return (root if modality == "image" else root / "text") / snapshot_name(snapshot)
-
+from trainer.layout import IDS_FILE, INDEX_FILE, META_FILE, SEGMENT_RE, SEGMENTS_DIR, segment_name
 
 # --------------------------------------------------------------------------- save
 
@@ -156,7 +141,7 @@ def _read_segments_at(dfd: int, after: int) -> list[tuple[int, bytes]]:
         return []  # saved before segments existed
     try:
         nums = sorted(int(m.group(1)) for f in os.listdir(sfd) if (m := SEGMENT_RE.match(f)))
-        return [(n, _read_at(sfd, f"{n:06d}.npz")) for n in nums if n > after]
+        return [(n, _read_at(sfd, segment_name(n))) for n in nums if n > after]
     finally:
         os.close(sfd)
 
@@ -202,7 +187,7 @@ def save_segment(
         raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
     seg = Path(directory) / SEGMENTS_DIR
     make_dirs(seg)
-    final = seg / f"{n:06d}.npz"
+    final = seg / segment_name(n)
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -229,6 +214,6 @@ def iter_segments(directory: str | Path, after: int = -1) -> Iterator[tuple[int,
     for n in segment_numbers(directory):
         if n > after:
             try:
-                yield n, *load_segment(Path(directory) / SEGMENTS_DIR / f"{n:06d}.npz")
+                yield n, *load_segment(Path(directory) / SEGMENTS_DIR / segment_name(n))
             except FileNotFoundError:
                 return

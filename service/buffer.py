@@ -1,9 +1,11 @@
 """Phase buffers on disk: the consumer appends pairs, seals phases; workers read them.
 
-    data/images/<id[:2]>/<id>            image bytes, written (atomically) before the record
-    data/phases/<n:06d>/pairs.jsonl      one record per line, appended then fsynced
-    data/phases/<n:06d>/manifest.json    written atomically at seal: present <=> sealed
-    data/phases/<n:06d>/status.json      training / trained / retry / failed (the trainer worker)
+    images/<id[:2]>/<id>            image bytes, written (atomically) before the record
+    phases/<n:06d>/pairs.jsonl      one record per line, appended then fsynced
+    phases/<n:06d>/manifest.json    written atomically at seal: present <=> sealed
+    phases/<n:06d>/status.json      training / trained / retry / failed (the trainer worker)
+
+(paths from trainer.layout)
 
 Phases are numbered from 1. The open phase is the highest-numbered one without a
 manifest; its directory is created with its first pair. Exactly one process writes (a
@@ -15,34 +17,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
+from trainer import layout
 from trainer.atomic import read_json, write_json_atomic
 from trainer.data import Pair
+from trainer.layout import phase_numbers
 
 log = logging.getLogger("modx.buffer")
 
-PHASES, IMAGES = "phases", "images"
-PAIRS_FILE, MANIFEST_FILE, STATUS_FILE, LOCK_FILE = "pairs.jsonl", "manifest.json", "status.json", ".writer.lock"
-PHASE_RE = re.compile(r"\d{6}")
 STATUSES = ("open", "sealed", "training", "trained", "failed", "retry")
 
 
 # ---------------------------------------------------------------- names and records
-
-
-def phase_dir(data_dir: str | Path, phase: int) -> Path:
-    return Path(data_dir) / PHASES / f"{phase:06d}"
-
-
-def image_relpath(pair_id: str) -> str:
-    return f"{IMAGES}/{pair_id[:2]}/{pair_id}"
 
 
 def utc_now() -> str:
@@ -130,16 +121,8 @@ class PhaseInfo:
 # ---------------------------------------------------------------- readers
 
 
-def phase_numbers(data_dir: str | Path) -> list[int]:
-    try:
-        names = os.listdir(Path(data_dir) / PHASES)
-    except FileNotFoundError:
-        return []
-    return sorted(int(n) for n in names if PHASE_RE.fullmatch(n))
-
-
 def read_manifest(data_dir: str | Path, phase: int) -> dict | None:
-    return read_json(phase_dir(data_dir, phase) / MANIFEST_FILE)
+    return read_json(layout.manifest_file(data_dir, phase))
 
 
 def complete_lines(data: bytes) -> Iterator[tuple[int, Record]]:
@@ -156,7 +139,7 @@ def complete_lines(data: bytes) -> Iterator[tuple[int, Record]]:
 
 def read_records(data_dir: str | Path, phase: int) -> list[Record]:
     """The records of a phase; for a sealed phase exactly those its manifest counted."""
-    path = phase_dir(data_dir, phase) / PAIRS_FILE
+    path = layout.pairs_file(data_dir, phase)
     manifest = read_manifest(data_dir, phase)
     try:
         data = path.read_bytes()
@@ -185,7 +168,7 @@ class PhaseTail:
             manifest = read_manifest(self.data_dir, phase)  # before the data: its bytes are all there
             start = self.offsets.get(phase, 0)
             try:
-                with open(phase_dir(self.data_dir, phase) / PAIRS_FILE, "rb") as f:
+                with open(layout.pairs_file(self.data_dir, phase), "rb") as f:
                     f.seek(start)
                     data = f.read(manifest["bytes"] - start if manifest else -1)
             except FileNotFoundError:
@@ -202,7 +185,7 @@ class PhaseTail:
 
 def phase_info(data_dir: str | Path, phase: int) -> PhaseInfo:
     manifest = read_manifest(data_dir, phase)
-    status = read_json(phase_dir(data_dir, phase) / STATUS_FILE)
+    status = read_json(layout.phase_status_file(data_dir, phase))
     if manifest is not None:
         state = (status or {}).get("status", "sealed")
         return PhaseInfo(
@@ -230,7 +213,7 @@ def sealed_phases(data_dir: str | Path) -> list[int]:
 
 
 def load_pair(data_dir: str | Path, record: Record, phase: int) -> BufferedPair:
-    image = (Path(data_dir) / record.image).read_bytes()
+    image = layout.in_data(data_dir, record.image).read_bytes()
     return BufferedPair(
         record.id,
         record.text,
@@ -264,7 +247,7 @@ def read_image(data_dir: str | Path, pair_id: str) -> tuple[bytes, str]:
     """(bytes, content type) of a pair's image; FileNotFoundError when there is none."""
     if not ID_PATTERN.fullmatch(pair_id) or pair_id.startswith("."):
         raise FileNotFoundError(f"no image for id {pair_id!r}")
-    data = (Path(data_dir) / image_relpath(pair_id)).read_bytes()
+    data = layout.in_data(data_dir, layout.image_relpath(pair_id)).read_bytes()
     return data, sniff_content_type(data) or "application/octet-stream"
 
 
@@ -275,5 +258,5 @@ def write_phase_status(data_dir: str | Path, phase: int, status: str, **extra) -
     if read_manifest(data_dir, phase) is None:
         raise ValueError(f"phase {phase} is not sealed")
     record = {"phase": phase, "status": status, "updated": utc_now(), **extra}
-    write_json_atomic(phase_dir(data_dir, phase) / STATUS_FILE, record)
+    write_json_atomic(layout.phase_status_file(data_dir, phase), record)
     return record

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 import httpx
 import typer
 
-from service.keys import ADMIN_KEY_FILE
 from service.settings import Settings
+from trainer import layout
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -30,7 +30,7 @@ ApiKeyOption = Annotated[
 
 
 def admin_key_path() -> Path:
-    return Path(Settings().data_dir) / ADMIN_KEY_FILE
+    return layout.admin_key_file(Settings().data_dir)
 
 
 def resolve_key(api_key: str | None) -> str | None:

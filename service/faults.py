@@ -14,9 +14,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trainer import layout
 
 DISK_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EROFS: "EROFS", errno.EDQUOT: "EDQUOT", errno.EIO: "EIO"}
 DISK_WORDS = {
@@ -64,7 +65,7 @@ def disk_fault(data_dir: str | Path, min_free_bytes: int = 0) -> str | None:
         return f"{DISK_ERRNOS.get(e.errno, 'EIO')}: {e}"
     if free < min_free_bytes:
         return f"ENOSPC: {free} bytes free in {data_dir}, under {min_free_bytes}"
-    probe = data_dir / f".probe-{uuid.uuid4().hex[:8]}"
+    probe = layout.disk_check_file(data_dir)
     try:
         with open(probe, "wb") as f:
             f.write(b"\0" * 4096)

@@ -39,14 +39,13 @@ from typing import Iterator
 
 import redis
 
+from trainer import layout
 from trainer.atomic import fsync_dir, make_dirs, read_json, temp_name, write_json_atomic
 
 log = logging.getLogger("modx.keys")
 
 SCOPES = ("read", "write", "admin")  # each scope includes the ones before it
 SECRET_PREFIX = "modx_"
-KEYS_FILE = "keys.json"
-ADMIN_KEY_FILE = "admin.key"  # the admin secret `modx up` makes, mode 0600
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 _LOAD = """
@@ -103,7 +102,7 @@ class KeyFile:
     """keys.json: read (cached by the file's identity), changed under a lock, written atomically."""
 
     def __init__(self, data_dir: str | Path):
-        self.path = Path(data_dir) / KEYS_FILE
+        self.path, self.lock_path = layout.keys_file(data_dir), layout.keys_lock(data_dir)
         self._seen: tuple | None = None
         self._doc: dict = {"version": 0, "keys": {}}
 
@@ -124,7 +123,7 @@ class KeyFile:
     def change(self, bump: bool = True) -> Iterator[dict]:
         """Read-modify-write under the lock; the yielded document is written on success."""
         make_dirs(self.path.parent)
-        with open(self.path.with_name(KEYS_FILE + ".lock"), "a") as lock:
+        with open(self.lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             doc = read_json(self.path) or {"version": 0, "keys": {}}
             yield doc
@@ -266,7 +265,7 @@ def write_secret(path: str | Path, secret: str) -> None:
 def ensure_admin_key(store: KeyStore, data_dir: str | Path) -> tuple[Path, bool]:
     """`<data_dir>/admin.key` holding a live admin key; made (key named `admin` if free) when
     the file is missing or its key is unknown or revoked. Returns the path and whether it is new."""
-    path = Path(data_dir) / ADMIN_KEY_FILE
+    path = layout.admin_key_file(data_dir)
     secret = path.read_text().strip() if path.exists() else ""
     if secret and any(k.hash == digest(secret) and k.revoked is None and k.scope == "admin" for k in store.list()):
         return path, False

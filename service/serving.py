@@ -16,10 +16,10 @@ from pathlib import Path
 
 from indexer.encoders import SnapshotEncoders
 from indexer.index import Index
-from indexer.store import apply_segments, index_dir, load_index
+from indexer.store import apply_segments, load_index
 from service import buffer, status
 from service.registry import Registry
-from service.training import snapshot_dir
+from trainer.layout import index_dir, snapshot_dir
 
 log = logging.getLogger("modx.serving")
 

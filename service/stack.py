@@ -38,6 +38,7 @@ from service.infra import kafka_broker, redis_server, start_process, stop_proces
 from service.ingest import ensure_topics
 from service.keys import KeyStore, ensure_admin_key
 from service.settings import Settings
+from trainer import layout
 
 log = logging.getLogger("modx.stack")
 
@@ -185,7 +186,7 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
     env = os.environ  # the roles inherit what is set here
     if data_dir is not None:
         env["MODX_DATA_DIR"] = str(data_dir)
-    logs = Settings().log_dir or Settings().data_dir / "logs"
+    logs = Settings().log_dir or layout.logs_dir(Settings().data_dir)
     try:
         logs.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -3,6 +3,8 @@
     snapshots/v<N:06d>/status.json   {"snapshot", "status": accepted|rejected|superseded, "reason", "updated"}
     serving.json                     {"snapshot", "index"}: the serving pointer (the indexer sets it)
 
+(paths from trainer.layout)
+
 Every role reads and writes them through this module. A write goes to disk first (atomic:
 temp + fsync + rename), then to the Redis cache (`modx:snapshots`, `modx:serving`);
 `sync` repairs the cache wherever it disagrees with disk. Decisions (the parent of the
@@ -16,33 +18,16 @@ newer snapshot was accepted. The newest accepted snapshot is the parent of the n
 from __future__ import annotations
 
 import logging
-import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from trainer import layout
 from trainer.atomic import read_json, write_json_atomic
 
 log = logging.getLogger("modx.status")
 
 STATUSES = ("accepted", "rejected", "superseded")
-STATUS_FILE, SERVING_FILE, RECORD_FILE, RECALL_FILE = "status.json", "serving.json", "snapshot.json", "recall.json"
 SUMMARY_FIELDS = ("version", "parent", "phase", "method", "created", "model", "recipe", "train")
-SNAPSHOT_RE = re.compile(r"v(\d{6})")
-
-
-def snapshot_dir(data_dir: str | Path, version: int) -> Path:
-    return Path(data_dir) / "snapshots" / f"v{version:06d}"
-
-
-def snapshot_versions(data_dir: str | Path) -> list[int]:
-    """Every published snapshot (a complete directory: its record is inside)."""
-    try:
-        names = os.listdir(Path(data_dir) / "snapshots")
-    except FileNotFoundError:
-        return []
-    found = (SNAPSHOT_RE.fullmatch(n) for n in names)
-    return sorted(int(m[1]) for m in found if m and (snapshot_dir(data_dir, int(m[1])) / RECORD_FILE).exists())
 
 
 # ---------------------------------------------------------------- snapshot status
@@ -54,15 +39,14 @@ def read_status(data_dir: str | Path, version: int) -> dict | None:
     Data directories made before status.json carry the guard's verdict in recall.json
     (`serving` then meant accepted); CLIP_0 without a record is accepted.
     """
-    directory = snapshot_dir(data_dir, version)
-    record = read_json(directory / STATUS_FILE)
+    record = read_json(layout.snapshot_status_file(data_dir, version))
     if record is not None:
         return record
-    guard = read_json(directory / RECALL_FILE) or {}
+    guard = read_json(layout.recall_file(data_dir, version)) or {}
     legacy = {"serving": "accepted"}.get(guard.get("status"), guard.get("status"))
     if legacy in STATUSES:
         return {"snapshot": version, "status": legacy, "reason": guard.get("reason", "")}
-    if version == 0 and (directory / RECORD_FILE).exists():
+    if version == 0 and layout.record_file(data_dir, version).exists():
         return {"snapshot": 0, "status": "accepted", "reason": "CLIP_0, the starting model"}
     return None
 
@@ -77,16 +61,15 @@ def write_status(data_dir: str | Path, version: int, status: str, reason: str = 
         "reason": reason,
         "updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
-    write_json_atomic(snapshot_dir(data_dir, version) / STATUS_FILE, record)
+    write_json_atomic(layout.snapshot_status_file(data_dir, version), record)
     return record
 
 
 def summary(data_dir: str | Path, version: int) -> dict:
     """What /v1/snapshots shows of one snapshot: its record's fields, the recall summary, the status."""
-    directory = snapshot_dir(data_dir, version)
-    record = read_json(directory / RECORD_FILE) or {}
+    record = read_json(layout.record_file(data_dir, version)) or {}
     out = {k: record.get(k) for k in SUMMARY_FIELDS}
-    recall = read_json(directory / RECALL_FILE)
+    recall = read_json(layout.recall_file(data_dir, version))
     if recall is not None:
         out["recall"] = {"mean_r1_old": recall.get("mean_r1_old"), "mean_r1_all": recall.get("mean_r1_all")}
     status = read_status(data_dir, version)
@@ -96,12 +79,12 @@ def summary(data_dir: str | Path, version: int) -> dict:
 
 
 def disk_snapshots(data_dir: str | Path) -> dict[int, dict]:
-    return {v: summary(data_dir, v) for v in snapshot_versions(data_dir)}
+    return {v: summary(data_dir, v) for v in layout.snapshot_numbers(data_dir)}
 
 
 def accepted(data_dir: str | Path) -> int | None:
     """The newest accepted snapshot: the parent of the next phase; None before CLIP_0."""
-    ok = [v for v in snapshot_versions(data_dir) if (read_status(data_dir, v) or {}).get("status") == "accepted"]
+    ok = [v for v in layout.snapshot_numbers(data_dir) if (read_status(data_dir, v) or {}).get("status") == "accepted"]
     return max(ok, default=None)
 
 
@@ -110,7 +93,7 @@ def judge(data_dir: str | Path, registry, version: int, status: str, reason: str
     snapshot (after the new status is on disk, so a crash between leaves the newest one the parent)."""
     write_status(data_dir, version, status, reason)
     if status == "accepted":
-        for older in snapshot_versions(data_dir):
+        for older in layout.snapshot_numbers(data_dir):
             if older < version and (read_status(data_dir, older) or {}).get("status") == "accepted":
                 write_status(data_dir, older, "superseded", f"snapshot {version} accepted")
     _cache(registry, lambda: sync(data_dir, registry))
@@ -120,14 +103,14 @@ def repair(data_dir: str | Path) -> list[int]:
     """Only the newest accepted snapshot stays accepted (a crash inside `judge` can leave two);
     older ones without status.json get one. Returns the versions rewritten."""
     newest, fixed = accepted(data_dir), []
-    for version in snapshot_versions(data_dir):
+    for version in layout.snapshot_numbers(data_dir):
         record = read_status(data_dir, version)
         if record is None:
             continue
         if record["status"] == "accepted" and newest is not None and version < newest:
             write_status(data_dir, version, "superseded", f"snapshot {newest} accepted")
             fixed.append(version)
-        elif not (snapshot_dir(data_dir, version) / STATUS_FILE).exists():
+        elif not layout.snapshot_status_file(data_dir, version).exists():
             write_status(data_dir, version, record["status"], record.get("reason", ""))
             fixed.append(version)
     return fixed
@@ -139,11 +122,10 @@ def repair(data_dir: str | Path) -> list[int]:
 def read_serving(data_dir: str | Path) -> dict | None:
     """serving.json, or for a data directory without one: the newest accepted snapshot and
     the newest published index (None before any index)."""
-    data_dir = Path(data_dir)
-    saved = read_json(data_dir / SERVING_FILE)
+    saved = read_json(layout.serving_file(data_dir))
     if saved is not None:
         return {"snapshot": saved["snapshot"], "index": saved.get("index")}
-    indexes = sorted(int(p.parent.name[1:]) for p in (data_dir / "indexes").glob("v[0-9]*/index.json"))
+    indexes = layout.image_index_numbers(data_dir)
     version = accepted(data_dir)
     if version is None or not indexes:
         return None
@@ -153,7 +135,7 @@ def read_serving(data_dir: str | Path) -> dict | None:
 def set_serving(data_dir: str | Path, registry, snapshot: int, index: int | None) -> dict:
     """Point serving at (snapshot, index): serving.json first, then the cache."""
     pointer = {"snapshot": snapshot, "index": index}
-    write_json_atomic(Path(data_dir) / SERVING_FILE, pointer)
+    write_json_atomic(layout.serving_file(data_dir), pointer)
     _cache(registry, lambda: registry.cache_serving(pointer))
     return pointer
 

@@ -13,20 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from service.status import RECALL_FILE, snapshot_dir
 from trainer.atomic import read_json, write_json_atomic
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import Evaluation, evaluate, old_gallery_recall, transition_drift
 from trainer.experts import EXPERTS, embed_experts, load_experts, merge, save_experts
+from trainer.layout import drift_file, experts_file, recall_file, snapshot_dir, work_dir
 from trainer.metrics import r1
 from trainer.phase import train_phase
 from trainer.snapshot import TRAINED, initial_snapshot
 
 log = logging.getLogger("modx.trainer_worker")
-
-DRIFT_FILE = "drift.json"
-__all__ = ["DRIFT_FILE", "RECALL_FILE", "Outcome", "ensure_clip0", "guard", "snapshot_dir", "train_and_evaluate"]
 
 
 def ensure_clip0(data_dir: Path, model: str, pretrained: str | None, seed: int = 0) -> Path:
@@ -62,7 +59,7 @@ def guard(new: dict, parent: dict, old_probes: Sequence[str], max_drop: float | 
 
 def stored_experts(data_dir: Path, before: int):
     """The expert embeddings stored by the accepted snapshots older than `before`, newest winning."""
-    paths = [snapshot_dir(data_dir, v) / EXPERTS for v in range(before)]
+    paths = [experts_file(data_dir, v) for v in range(before)]
     return merge([load_experts(p) for p in paths if p.exists()])
 
 
@@ -113,7 +110,7 @@ def train_and_evaluate(
             version=phase,
             phase=phase,
             replay=replay,
-            work_dir=data_dir / "work" / f"phase-{phase:06d}",
+            work_dir=work_dir(data_dir, phase),
             on_step=on_step,
             extra_record={"recipe": recipe},
             experts=experts,
@@ -127,7 +124,7 @@ def train_and_evaluate(
     if status == "accepted":
         store_experts(out, pairs, replay, cfg)
     write_json_atomic(
-        out / RECALL_FILE,
+        recall_file(data_dir, phase),
         {
             "snapshot": phase,
             "parent": parent,
@@ -141,6 +138,8 @@ def train_and_evaluate(
             "reason": reason,
         },
     )
-    write_json_atomic(out / DRIFT_FILE, {"from": parent, "to": phase, **transition_drift(parent_eval, new_eval)})
+    write_json_atomic(
+        drift_file(data_dir, phase), {"from": parent, "to": phase, **transition_drift(parent_eval, new_eval)}
+    )
     log.info("snapshot %d from %d: %s %s", phase, parent, status, reason)
     return Outcome(phase, status, new_eval.recall, reason)

@@ -23,14 +23,16 @@ import redis
 from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTextEncoder
 from indexer.gallery import add_segment, reindex
 from indexer.index import Index
-from indexer.store import MODALITIES, apply_segments, index_dir, load_index
+from indexer.store import apply_segments, load_index
 from service import buffer, metrics, status
 from service.registry import Registry
 from service.retry import PhaseRetries
 from service.settings import Settings
-from service.training import Outcome, ensure_clip0, snapshot_dir, train_and_evaluate
+from service.training import Outcome, ensure_clip0, train_and_evaluate
+from trainer import layout
 from trainer.config import TrainConfig
 from trainer.data import Pair
+from trainer.layout import MODALITIES, index_dir, snapshot_dir
 
 log = logging.getLogger("modx.workers")
 BUILD_ORDER = ("text", "image")  # the caption index first: the image index's directory marks both built
@@ -58,11 +60,11 @@ class PhaseTrainPairs(Sequence):
 def bootstrap(s: Settings, registry: Registry) -> None:
     """Snapshot 0 (CLIP_0) on disk, accepted; half-written snapshot directories of a killed
     run removed; statuses repaired and the cache in step with them."""
-    for stale in (Path(s.data_dir) / "snapshots").glob(".tmp-*"):
+    for stale in layout.snapshot_temps(s.data_dir):
         shutil.rmtree(stale, ignore_errors=True)
     ensure_clip0(s.data_dir, s.model, s.pretrained, s.seed)
     status.repair(s.data_dir)
-    if not (snapshot_dir(s.data_dir, 0) / status.STATUS_FILE).exists():
+    if not layout.snapshot_status_file(s.data_dir, 0).exists():
         status.judge(s.data_dir, registry, 0, "accepted", "CLIP_0, the starting model")
     status.sync(s.data_dir, registry)
 
@@ -209,12 +211,9 @@ class IndexerWorker:
     def new_records(self) -> dict[str, list]:
         """The pairs written since the last call (open phase included) that the indexes do
         not hold yet, as (id, image bytes) and (id, caption) streams."""
-        data_dir, fresh = (
-            Path(self.s.data_dir),
-            [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())],
-        )
+        fresh = [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())]
         return {
-            "image": ((r.id, (data_dir / r.image).read_bytes()) for r in fresh),
+            "image": ((r.id, layout.in_data(self.s.data_dir, r.image).read_bytes()) for r in fresh),
             "text": [(r.id, r.text) for r in fresh],
         }
 

@@ -23,26 +23,21 @@ from pathlib import Path
 from typing import Sequence
 
 from service.buffer import (
-    LOCK_FILE,
-    MANIFEST_FILE,
-    PAIRS_FILE,
-    PHASES,
     Incoming,
     PhaseInfo,
     Record,
     complete_lines,
     epoch,
-    image_relpath,
-    phase_dir,
-    phase_numbers,
     read_manifest,
     read_records,
     utc_now,
 )
 from service.settings import Settings
 from service.validation import ValidPair
+from trainer import layout
 from trainer.atomic import fsync_dir, has_syncfs, make_dirs, syncfs, write_bytes_atomic, write_json_atomic
 from trainer.data import split_of
+from trainer.layout import image_relpath, phase_numbers
 
 log = logging.getLogger("modx.buffer")
 
@@ -65,7 +60,7 @@ class PhaseBuffer:
     def __init__(self, data_dir: str | Path, *, phase_size: int, phase_max_age_s: float, probe_fraction: float):
         self.data_dir = Path(data_dir)
         self.phase_size, self.phase_max_age_s, self.probe_fraction = phase_size, phase_max_age_s, probe_fraction
-        make_dirs(self.data_dir / PHASES)
+        make_dirs(layout.phases_dir(self.data_dir))
         self._lock_fd = self._lock()
         self._recover()
 
@@ -78,7 +73,7 @@ class PhaseBuffer:
     # -- lifecycle
 
     def _lock(self) -> int:
-        path = self.data_dir / PHASES / LOCK_FILE
+        path = layout.writer_lock(self.data_dir)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
         fd = os.open(path, os.O_RDONLY)  # not open for writing: a read-only remount stays possible
@@ -125,7 +120,7 @@ class PhaseBuffer:
         self.dirty = False
 
     def _repair_tail(self) -> None:
-        path = phase_dir(self.data_dir, self.phase) / PAIRS_FILE
+        path = layout.pairs_file(self.data_dir, self.phase)
         if not path.exists():
             return
         data = path.read_bytes()
@@ -234,7 +229,7 @@ class PhaseBuffer:
         whole batch where Linux has it, else an fsync per file and per directory."""
         one_sync, dirs = has_syncfs(), set()
         for pair in pairs:
-            path = self.data_dir / image_relpath(pair.id)
+            path = layout.in_data(self.data_dir, image_relpath(pair.id))
             make_dirs(path.parent)
             write_bytes_atomic(path, pair.image, sync=not one_sync, sync_dir=False)
             dirs.add(path.parent)
@@ -246,10 +241,10 @@ class PhaseBuffer:
 
     def _write_lines(self, chunk: list[tuple[Incoming, Record, bytes]]) -> None:
         """Append the records to the open phase and fsync; only then count them."""
-        directory = phase_dir(self.data_dir, self.phase)
+        directory = layout.phase_dir(self.data_dir, self.phase)
         make_dirs(directory)
         data = memoryview(b"".join(line for _, _, line in chunk))
-        fd = os.open(directory / PAIRS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(layout.pairs_file(self.data_dir, self.phase), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             while data:
                 data = data[os.write(fd, data) :]
@@ -277,7 +272,6 @@ class PhaseBuffer:
     def _seal(self, reason: str, request: str | None) -> dict | None:
         if self.n_open == 0:
             return None
-        directory = phase_dir(self.data_dir, self.phase)
         manifest = {
             "format": 1,
             "phase": self.phase,
@@ -288,10 +282,10 @@ class PhaseBuffer:
             "opened": self.opened,
             "sealed": utc_now(),
             "reason": reason,
-            "bytes": (directory / PAIRS_FILE).stat().st_size,
+            "bytes": layout.pairs_file(self.data_dir, self.phase).stat().st_size,
             **({"request": request} if request else {}),
         }
-        write_json_atomic(directory / MANIFEST_FILE, manifest)
+        write_json_atomic(layout.manifest_file(self.data_dir, self.phase), manifest)
         log.info("sealed phase %d: %d train + %d probe pairs (%s)", self.phase, self.n_train, self.n_probe, reason)
         if request:
             self.requests.add(request)

@@ -12,12 +12,12 @@ from service.buffer import Incoming
 from service.validation import Limits, validate_pair
 from service.writer import BufferLocked
 from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
-from trainer import atomic
+from trainer import atomic, layout
 from trainer.data import Pair, split_of
 
 
 def all_ids(path) -> list[str]:
-    return [r.id for n in buffer.phase_numbers(path) for r in buffer.read_records(path, n)]
+    return [r.id for n in layout.phase_numbers(path) for r in buffer.read_records(path, n)]
 
 
 def test_append_writes_image_then_record(tmp_path):
@@ -34,7 +34,7 @@ def test_append_writes_image_then_record(tmp_path):
 def test_torn_trailing_line_is_cut_on_restart(tmp_path):
     with open_buffer(tmp_path) as buf:
         buf.append(incoming("a", "b"))
-    path = buffer.phase_dir(tmp_path, 1) / buffer.PAIRS_FILE
+    path = layout.pairs_file(tmp_path, 1)
     good = path.read_bytes()
     with open(path, "ab") as f:
         f.write(b'{"id":"c","text":"half a rec')  # the crash hit mid-write
@@ -49,7 +49,7 @@ def test_torn_trailing_line_is_cut_on_restart(tmp_path):
 def test_garbage_after_a_crash_is_cut(tmp_path):
     with open_buffer(tmp_path) as buf:
         buf.append(incoming("a"))
-    path = buffer.phase_dir(tmp_path, 1) / buffer.PAIRS_FILE
+    path = layout.pairs_file(tmp_path, 1)
     with open(path, "ab") as f:
         f.write(b"\0" * 40 + b"\n" + b'{"id":"z"}\n')  # zeros from an unflushed extent, then more
     with open_buffer(tmp_path) as buf:
@@ -97,8 +97,8 @@ def test_manifest_present_iff_sealed_even_when_the_seal_crashes(tmp_path, monkey
         with pytest.raises(OSError):
             buf.seal()
         monkeypatch.undo()
-    directory = buffer.phase_dir(tmp_path, 1)
-    assert not (directory / buffer.MANIFEST_FILE).exists()
+    directory = layout.phase_dir(tmp_path, 1)
+    assert not (directory / layout.MANIFEST_FILE).exists()
     assert buffer.phase_info(tmp_path, 1).status == "open"
     with open_buffer(tmp_path) as buf:  # after the restart the phase is still open, whole
         assert buf.phase == 1 and buf.n_open == 2
@@ -110,7 +110,7 @@ def test_a_sealed_phase_reads_only_what_its_manifest_counted(tmp_path):
     with open_buffer(tmp_path) as buf:
         buf.append(incoming("a", "b"))
         buf.seal()
-    with open(buffer.phase_dir(tmp_path, 1) / buffer.PAIRS_FILE, "ab") as f:
+    with open(layout.pairs_file(tmp_path, 1), "ab") as f:
         f.write(buffer.Record("x", "t", "train", "image/png", "images/x/x").line())  # must never happen
     assert [r.id for r in buffer.read_records(tmp_path, 1)] == ["a", "b"]
 
@@ -192,7 +192,7 @@ def test_phase_tail_returns_each_record_once_as_the_buffers_grow(tmp_path):
     with open_buffer(tmp_path, phase_size=3) as buf:
         buf.append(incoming("a", "b"))
         assert [(n, r.id) for n, r in tail.new()] == [(1, "a"), (1, "b")]
-        path = buffer.phase_dir(tmp_path, 1) / buffer.PAIRS_FILE
+        path = layout.pairs_file(tmp_path, 1)
         with open(path, "ab") as f:
             f.write(b'{"id":"x","te')  # a record being written: not returned yet
         assert tail.new() == []

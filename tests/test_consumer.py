@@ -13,6 +13,7 @@ from service.ingest import seal_request
 from service.registry import Registry
 from service.writer import PhaseBuffer
 from tests.helpers import api_client, make_png, pair_json, read_topic, wait_for
+from trainer import layout
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def start_consumer():
 
 
 def buffered(settings) -> list[str]:
-    return [r.id for n in buffer.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)]
+    return [r.id for n in layout.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)]
 
 
 def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):

@@ -15,12 +15,13 @@ from bench import loopfs
 from service import buffer, consumer
 from service.registry import Registry
 from tests.helpers import api_client, pair_json, wait_for
+from trainer import layout
 
 pytestmark = pytest.mark.skipif(loopfs.available() is not None, reason=str(loopfs.available()))
 
 
 def written(s) -> list[str]:
-    return [r.id for n in buffer.phase_numbers(s.data_dir) for r in buffer.read_records(s.data_dir, n)]
+    return [r.id for n in layout.phase_numbers(s.data_dir) for r in buffer.read_records(s.data_dir, n)]
 
 
 def committed(s) -> int:

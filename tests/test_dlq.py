@@ -12,6 +12,7 @@ from service import buffer, consumer
 from service.ingest import encode_value
 from service.validation import Limits, validate_pair
 from tests.helpers import b64, pair_json, read_topic, truncated_png, wait_for
+from trainer import layout
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
 
     def buffered():
         data_dir = settings.data_dir
-        return [r.id for n in buffer.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
+        return [r.id for n in layout.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
 
     wait_for(lambda: "good-2" in buffered(), message="the good message after the poison")
     assert buffered() == ["good-1", "good-2"]
@@ -90,7 +91,7 @@ def test_a_message_that_cannot_be_written_is_poison_not_a_crash_loop(settings, r
 
     def buffered():
         return [
-            r.id for n in buffer.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)
+            r.id for n in layout.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)
         ]
 
     wait_for(lambda: "after" in buffered(), message="the pair after the unwritable one")

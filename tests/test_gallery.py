@@ -5,7 +5,8 @@ from PIL import Image
 
 from indexer.encoders import SnapshotImageEncoder, SnapshotTextEncoder
 from indexer.gallery import add_segment, embed_records, reindex
-from indexer.store import apply_segments, index_dir, load_index, segment_numbers
+from indexer.store import apply_segments, load_index, segment_numbers
+from trainer.layout import index_dir
 
 D = 16
 

@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.keys import KEYS_FILE, KeyStore
+from service.keys import KeyStore
 from tests.helpers import api_client, bearer, make_key, pair_json, read_topic
+from trainer.layout import KEYS_FILE
 
 ROUTES = [  # (method, path, scope needed)
     ("GET", "/v1/phases", "read"),

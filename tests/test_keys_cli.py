@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.cli import app as cli
 from service.infra import free_port
-from service.keys import ADMIN_KEY_FILE, KEYS_FILE, KeyStore, write_secret
+from service.keys import KeyStore, write_secret
 from tests.helpers import bearer, make_key, settings_env
+from trainer.layout import ADMIN_KEY_FILE, KEYS_FILE
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ from service import buffer, status
 from service.metrics import SharedMetrics
 from service.registry import Registry
 from tests.helpers import incoming, open_buffer
+from trainer import layout
 from trainer.atomic import write_json_atomic
 
 
@@ -25,11 +26,11 @@ def disk_with_snapshots(path) -> dict:
         result = buf.append(incoming("a", "b", "c"))
     buffer.write_phase_status(path, 1, "trained", snapshot=1)
     for version in (0, 1, 2):
-        put_json(status.snapshot_dir(path, version) / "snapshot.json", {"version": version})
+        put_json(layout.record_file(path, version), {"version": version})
     status.write_status(path, 0, "superseded", "snapshot 1 accepted")
-    write_json_atomic(status.snapshot_dir(path, 1) / "recall.json", {"status": "serving"})  # the old word
+    write_json_atomic(layout.recall_file(path, 1), {"status": "serving"})  # the old word
     status.write_status(path, 2, "rejected", "mean old-probe R@1 fell")
-    put_json(path / "indexes" / "v000001" / "index.json", {"snapshot": 1})
+    put_json(layout.index_dir(path, 1) / layout.META_FILE, {"snapshot": 1})
     status.set_serving(path, Registry.from_url("redis://127.0.0.1:1/0"), 1, 1)  # Redis away: disk only
     return result.sealed[0]
 
@@ -53,7 +54,7 @@ def test_rebuild_from_disk(tmp_path, redis_server, redis_client):
 def test_snapshot_0_keeps_its_status_through_every_rebuild(tmp_path, redis_server, redis_client):
     """Defect 2: rebuild_from_disk replaced each snapshot's record with snapshot.json, so
     CLIP_0 lost `accepted` and the next phase had no parent."""
-    put_json(status.snapshot_dir(tmp_path, 0) / "snapshot.json", {"version": 0})
+    put_json(layout.record_file(tmp_path, 0), {"version": 0})
     registry = Registry.from_url(redis_server)
     status.judge(tmp_path, registry, 0, "accepted", "CLIP_0")
     for _ in range(3):  # e.g. the consumer restarting

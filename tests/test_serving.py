@@ -8,10 +8,10 @@ import pytest
 from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTextEncoder
 from indexer.gallery import reindex
 from indexer.index import Index
-from indexer.store import index_dir
 from service.serving import Served, ServedHolder
 from tests.helpers import make_image
 from tests.vectors import clustered, make_ids
+from trainer.layout import index_dir, snapshot_dir
 
 
 def encoders(tiny, version: int) -> SnapshotEncoders:
@@ -74,7 +74,7 @@ def test_load_serves_a_snapshot_with_the_indexes_it_embedded(tmp_path, tiny):
     model, preprocess, tokenizer = tiny
     snap = save_snapshot(
         model,
-        tmp_path / "snapshots" / "v000000",
+        snapshot_dir(tmp_path, 0),
         model_name="modx-tiny",
         version=0,
         parent=None,

@@ -12,7 +12,6 @@ import trainer.atomic as atomic
 from indexer.index import Index
 from indexer.store import (
     apply_segments,
-    index_dir,
     iter_segments,
     load_index,
     save_index,
@@ -20,6 +19,7 @@ from indexer.store import (
     segment_numbers,
 )
 from tests.vectors import D, clustered, make_ids, near
+from trainer.layout import index_dir
 
 
 @pytest.fixture(scope="module")

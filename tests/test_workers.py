@@ -13,11 +13,13 @@ import pytest
 from bench import loopfs
 from service import buffer
 from service.registry import Registry
-from service.training import RECALL_FILE, guard, snapshot_dir
+from service.training import guard
 from service.workers import IndexerWorker, TrainerWorker, bootstrap, train_next
 from tests.helpers import write_phases
+from trainer import layout
 from trainer.atomic import read_json
 from trainer.datasets.synthetic import SyntheticDataset
+from trainer.layout import RECALL_FILE, snapshot_dir
 from trainer.snapshot import TRAINED
 
 PHASES, PAIRS = 3, 40
@@ -134,7 +136,7 @@ def test_training_on_a_full_disk_is_retried_once_space_is_freed(worker_settings,
         assert worker.retries.phases[1].error  # it tried, and failed
         assert buffer.phase_info(s.data_dir, 1).status != "failed"
         assert not snapshot_dir(s.data_dir, 1).exists()
-        assert not list((s.data_dir / "snapshots").glob(".tmp-*"))  # nothing half-written
+        assert not layout.snapshot_temps(s.data_dir)  # nothing half-written
         assert worker.tick() is False  # still full: waits, the attempt does not count
         assert worker.retries.phases[1].count == 0
         fs.free()

@@ -18,12 +18,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from trainer import layout
 from trainer.atomic import write_bytes_atomic
 from trainer.data import Pair
 from trainer.embed import encode_images, encode_texts
 from trainer.snapshot import load_snapshot
 
-EXPERTS = "experts.npz"
+EXPERTS = layout.EXPERTS_FILE  # its name in a snapshot directory
 
 
 @dataclass

@@ -27,9 +27,10 @@ from trainer.data import Dataset, Pair
 from trainer.evaluate import evaluate, transition_drift
 from trainer.experts import embed_experts, load_experts, save_experts
 from trainer.experts import merge as merge_experts
+from trainer.layout import snapshot_name
 from trainer.metrics import continual, r1
 from trainer.phase import phase_samples, train_phase
-from trainer.snapshot import TRAINED, initial_snapshot, read_record, snapshot_name
+from trainer.snapshot import TRAINED, initial_snapshot, read_record
 
 log = logging.getLogger("modx.simulate")
 

@@ -23,16 +23,11 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainer import layout
 from trainer.atomic import publish_dir, temp_dir
 from trainer.model import OPEN_CLIP_CONFIG, WEIGHTS, create_model, model_config
 
-RECORD = "snapshot.json"
-FISHER = "fisher.safetensors"
-TRAINED = "trained.json"
-
-
-def snapshot_name(version: int) -> str:
-    return f"v{version:06d}"
+RECORD, FISHER, TRAINED = layout.RECORD_FILE, layout.FISHER_FILE, layout.TRAINED_FILE  # files of a snapshot
 
 
 def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from fastapi import APIRouter, Depends
 
@@ -10,7 +11,7 @@ from service.auth import AUTH_RESPONSES, require
 from service.deps import get_registry, get_settings
 from service.registry import Registry
 from service.settings import Settings
-from service.training import DRIFT_FILE, RECALL_FILE, snapshot_dir
+from trainer import layout
 from trainer.atomic import read_json
 
 router = APIRouter(tags=["snapshots"], dependencies=[require("read")], responses=AUTH_RESPONSES)
@@ -29,10 +30,11 @@ def snapshots(registry: Registry = Depends(get_registry), data_dir: Path = Depen
     return {"serving": serving, "snapshots": [{"version": v, **rec} for v, rec in registry.snapshots().items()]}
 
 
-def _per_snapshot(data_dir: Path, registry: Registry, filename: str) -> list[tuple[int, dict]]:
+def _per_snapshot(data_dir: Path, registry: Registry, file: Callable[[Path, int], Path]) -> list[tuple[int, dict]]:
+    """(snapshot, what `file(data_dir, snapshot)` holds) for each snapshot that has one."""
     out = []
     for version in registry.snapshots():
-        data = read_json(snapshot_dir(data_dir, version) / filename)
+        data = read_json(file(data_dir, version))
         if data is not None:
             out.append((version, data))
     return out
@@ -58,7 +60,7 @@ def recall(registry: Registry = Depends(get_registry), data_dir: Path = Depends(
                 "mean_r1_old": d["mean_r1_old"],
                 "mean_r1_all": d["mean_r1_all"],
             }
-            for v, d in _per_snapshot(data_dir, registry, RECALL_FILE)
+            for v, d in _per_snapshot(data_dir, registry, layout.recall_file)
         ]
     }
 
@@ -66,4 +68,4 @@ def recall(registry: Registry = Depends(get_registry), data_dir: Path = Depends(
 @router.get("/v1/drift")
 def drift(registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir)):
     """For each transition parent -> snapshot: SAM change, RAM and ImAV histograms per modality."""
-    return {"transitions": [d for _, d in _per_snapshot(data_dir, registry, DRIFT_FILE)]}
+    return {"transitions": [d for _, d in _per_snapshot(data_dir, registry, layout.drift_file)]}

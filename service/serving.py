@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
 
 from indexer.encoders import SnapshotEncoders
 from indexer.index import Index
 from indexer.store import apply_segments, load_index
 from service import buffer, status
+from service.faults import Backoff
 from service.registry import Registry
 from trainer.layout import index_dir, snapshot_dir
 
@@ -111,7 +115,16 @@ class ServingState:
         self.catalog = Catalog(data_dir)
 
     def poll(self) -> None:
-        self.registry.ensure(self.data_dir)  # a flushed or restarted Redis is rebuilt from disk
+        """Repair the Redis cache if it was flushed or restarted, then `refresh`. Serving reads
+        only the disk, so a Redis fault never stops what is served from being followed."""
+        try:
+            self.registry.ensure(self.data_dir)
+        except redis.RedisError as e:
+            log.warning("Redis cache not checked, Redis unavailable: %s", e)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Follow the serving pointer on disk: load what it names, or apply new segments."""
         pointer = status.read_serving(self.data_dir)
         if not pointer or pointer.get("index") is None:
             return
@@ -137,13 +150,24 @@ class ServingState:
                     apply_segments(index)
         self.catalog.refresh()
 
-    def load_first(self) -> None:
-        """One poll before the API takes requests (lifespan startup, which uvicorn runs before
-        it listens), so a restarted API is refused, not unready, until what is served is loaded."""
-        try:
-            self.poll()
-        except Exception:  # Redis or the data directory away: the poller keeps trying
-            log.exception("could not load what is served yet")
+    def load_first(self, timeout_s: float = 30.0) -> None:
+        """Load what the serving pointer names before the API takes requests (lifespan startup,
+        which uvicorn runs before it listens), so a restarted API is refused, never answers 503,
+        while it loads an index it has. A load that fails (an index being swapped, a data
+        directory fault) is retried for up to `timeout_s`; after that the poller keeps trying."""
+        backoff = Backoff(first_s=0.1, cap_s=2.0)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.poll()
+                return
+            except Exception:
+                delay = backoff.next()
+                if time.monotonic() + delay > deadline:
+                    log.exception("could not load what is served yet; the poller keeps trying")
+                    return
+                log.warning("could not load what is served yet, retrying in %.1fs", delay, exc_info=True)
+                time.sleep(delay)
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
         while not stop.is_set():

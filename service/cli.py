@@ -13,11 +13,13 @@ from typing import Optional
 
 import typer
 
-from service import keys_cli
-from service.client import DEFAULT_URL, ApiKeyOption, UrlOption
+from service import cli_client, keys_cli
+from service.cli_client import ApiKeyOption, UrlOption
+from service.client import DEFAULT_URL
 
 app = typer.Typer(help="modx: streaming continual CLIP training with Mod-X", no_args_is_help=True)
 app.add_typer(keys_cli.app, name="keys")
+cli_client.register(app)
 
 
 def setup_logging(verbose: bool = False) -> None:

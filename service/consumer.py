@@ -368,7 +368,12 @@ def acquire_buffer(settings: Settings, stop: threading.Event, retry_s: float = 1
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Consume until `stop` is set; every resource is closed on the way out."""
-    ensure_topics(settings.kafka_bootstrap, [settings.topic, settings.dlq_topic], settings.topic_partitions)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        [settings.topic, settings.dlq_topic],
+        settings.topic_partitions,
+        replication=settings.topic_replication,
+    )
     buffer = acquire_buffer(settings, stop)
     if buffer is None:
         return

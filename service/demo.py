@@ -6,14 +6,11 @@ print the recall table (rows snapshots, columns phase probes), then run a few se
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from dataclasses import replace
 
-import httpx
-
-from service.client import api_client
+from service.client import ApiError, Client
 from trainer.datasets.synthetic import SyntheticDataset
 
 QUERIES = (
@@ -23,24 +20,15 @@ QUERIES = (
 )
 
 
-def post_pairs(client: httpx.Client, pairs, batch: int = 64) -> dict[str, int]:
+def post_pairs(client: Client, pairs, batch: int = 64) -> dict[str, int]:
     counts: dict[str, int] = {}
     for i in range(0, len(pairs), batch):
-        body = {
-            "pairs": [
-                {
-                    "id": p.id,
-                    "text": p.text,
-                    "image": base64.b64encode(p.image).decode(),
-                    "metadata": {"domain": p.domain},
-                }
-                for p in pairs[i : i + batch]
-            ]
-        }
-        r = client.post("/v1/pairs", json=body)
-        r.raise_for_status()
-        for item in r.json()["accepted"]:
-            counts[item["status"]] = counts.get(item["status"], 0) + 1
+        chunk = [
+            {"id": p.id, "text": p.text, "image": p.image, "metadata": {"domain": p.domain}}
+            for p in pairs[i : i + batch]
+        ]
+        for item in client.post(chunk).accepted:
+            counts[item.status] = counts.get(item.status, 0) + 1
     return counts
 
 
@@ -55,7 +43,7 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
 
 
 def recall_table(recall: dict) -> str:
-    rows = recall["snapshots"]
+    rows = [r.model_dump() for r in recall.snapshots]
     probes = sorted({p for r in rows for p in r["recall"]}, key=int)
     lines = [
         "snapshot  status     " + "".join(f"{'phase ' + p:>16}" for p in probes),
@@ -84,7 +72,7 @@ def run_demo(
 ) -> None:
     data = SyntheticDataset(n_domains=phases, pairs_per_domain=pairs_per_phase, seed=0)
     run = uuid.uuid4().hex[:6]  # fresh ids, so a second demo against the same stack brings new pairs
-    with api_client(url, api_key) as client:
+    with Client(url, api_key) as client:
         print(f"modx demo against {url}: {phases} phases of {pairs_per_phase} synthetic pairs (ids demo-{run}-*)")
         for domain in data.domains:
             pairs = [replace(p, id=f"demo-{run}-{p.id}") for p in data.generate(domain)]
@@ -103,51 +91,51 @@ def run_demo(
             if snap["status"] == "accepted":
                 wait_for(f"index {phase} served by the API", lambda: _served(client) == phase, timeout_s)
                 print(f"[{domain}] index v{phase} serving after {time.monotonic() - t0:.0f}s")
-            print(recall_table(client.get("/v1/recall").json()))
-        drift = client.get("/v1/drift").json()["transitions"]
+            print(recall_table(client.recall()))
+        drift = [t.model_dump() for t in client.drift().transitions]
         print("\ndrift (mean degrees): RAM image / text, on the first phase's probe | on every probe pooled")
         for d in drift:
             first = d["domains"].get(d["first"]) if d.get("first") is not None else None
             print(f"  v{d['from']} -> v{d['to']}   {_ram(first)}  |  {_ram(d['pooled'])}")
         print("\nsearches:")
         for q in QUERIES:
-            r = client.post("/v1/search", json={"text": q, "k": 3}).json()
-            print(f"  {q!r} (snapshot v{r['snapshot']}, index v{r['index']})")
-            for hit in r["results"]:
-                print(f"     {hit['score']:.3f}  {hit['id']}  {hit['text']}")
+            r = client.search(text=q, k=3)
+            print(f"  {q!r} (snapshot v{r.snapshot}, index v{r.index})")
+            for hit in r.results:
+                print(f"     {hit.score:.3f}  {hit.id}  {hit.text}")
 
 
-def _seal_when_buffered(client: httpx.Client, n: int) -> int | None:
+def _seal_when_buffered(client: Client, n: int) -> int | None:
     """Seal the open phase once it holds the `n` pairs just posted; its number.
 
     A 202 means the consumer has not answered yet: it seals the phase when it next polls; a
     429 (a seal asked too soon after the last one) is retried after its Retry-After.
     """
-    phases = client.get("/v1/phases").json()["phases"]
-    open_phase = next((p for p in phases if p["status"] == "open"), None)
-    if open_phase is None or open_phase["n"] < n:
+    open_phase = next((p for p in client.phases().phases if p.status == "open"), None)
+    if open_phase is None or (open_phase.n or 0) < n:
         return None
-    answer = client.post("/v1/phases/seal")
-    if answer.status_code == 429:  # seals are rate-limited: ask again after Retry-After
-        time.sleep(float(answer.headers.get("Retry-After", 1)))
+    try:
+        client.seal()
+    except ApiError as e:
+        if e.status != 429:
+            raise
+        time.sleep(e.retry_after or 1)  # seals are rate-limited: ask again after Retry-After
         return None
-    answer.raise_for_status()
-    return open_phase["phase"]
+    return open_phase.phase
 
 
-def _served(client: httpx.Client) -> int | None:
-    """The index version the API has loaded (not just the pointer the indexer set)."""
-    return client.get("/readyz").json().get("serving", {}).get("index")
+def _served(client: Client) -> int | None:
+    """The index the API has loaded (not just the pointer the indexer set)."""
+    return (client.ready().serving or {}).get("index")
 
 
-def _sealed(client: httpx.Client, phase: int) -> dict | None:
-    return next(
-        (p for p in client.get("/v1/phases").json()["phases"] if p["phase"] == phase and p["status"] != "open"), None
-    )
+def _sealed(client: Client, phase: int) -> dict | None:
+    found = (p for p in client.phases().phases if p.phase == phase and p.status != "open")
+    return next((p.model_dump() for p in found), None)
 
 
-def _snapshot(client: httpx.Client, version: int) -> dict | None:
-    for s in client.get("/v1/snapshots").json()["snapshots"]:
-        if s["version"] == version and s.get("status") in ("accepted", "superseded", "rejected"):
-            return s
+def _snapshot(client: Client, snapshot: int) -> dict | None:
+    for s in client.snapshots().snapshots:
+        if s.snapshot == snapshot and s.status in ("accepted", "superseded", "rejected"):
+            return s.model_dump()
     return None

@@ -124,8 +124,11 @@ def produce_seal(producer: KafkaProducer, topic: str, request_id: str, timeout_s
     return len(partitions)
 
 
-def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet (replication 1: a local broker)."""
+def ensure_topics(
+    bootstrap: str, topics: Sequence[str], partitions: int = 1, timeout_s: float = 30.0, replication: int = 1
+) -> None:
+    """Create the topics that do not exist yet, `replication` copies of each partition (the
+    topic_replication setting; 1 suits one broker). Existing topics are left as they are."""
     timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
@@ -134,8 +137,8 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 1, ti
         missing = [t for t in topics if t not in set(admin.list_topics())]
         for topic in missing:
             try:
-                admin.create_topics([NewTopic(topic, partitions, 1)])
-                log.info("created topic %s with %d partitions", topic, partitions)
+                admin.create_topics([NewTopic(topic, partitions, replication)])
+                log.info("created topic %s with %d partitions x %d replicas", topic, partitions, replication)
             except TopicAlreadyExistsError:
                 pass
     finally:

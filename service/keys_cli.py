@@ -16,7 +16,8 @@ import httpx
 import redis
 import typer
 
-from service.client import DEFAULT_URL, ApiKeyOption, UrlOption, api_client
+from service.cli_client import ApiKeyOption, UrlOption
+from service.client import DEFAULT_URL, Client
 from service.keys import KeyProblem, KeyStore
 from service.settings import Settings
 
@@ -41,8 +42,8 @@ def _online(url: str, offline: bool) -> bool:
 
 
 def _request(url: str, api_key: str | None, method: str, path: str, **kw) -> dict:
-    with api_client(url, api_key, timeout_s=30.0) as client:
-        resp = client.request(method, path, **kw)
+    with Client(url, api_key, timeout_s=30.0) as client:
+        resp = client.http.request(method, path, **kw)
     if resp.status_code >= 400:
         try:
             detail = resp.json()["detail"]

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     topic: str = "modx.pairs"
     dlq_topic: str = "modx.pairs.dlq"
     topic_partitions: int = Field(1, ge=1, description="partitions when modx creates the topics")
+    topic_replication: int = Field(
+        1, ge=1, description="replication factor when modx creates the topics: 1 on one broker, 3 on a real cluster"
+    )
     consumer_group: str = "modx-consumer"
     consumer_poll_ms: int = Field(500, ge=10, description="longest wait of one poll; seal requests are seen this often")
     consumer_max_records: int = Field(256, ge=1, description="most messages handled (and fsynced) per batch")

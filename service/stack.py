@@ -200,7 +200,12 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
         if "MODX_REDIS_URL" not in env:
             env["MODX_REDIS_URL"] = servers.enter_context(redis_server(log_dir=logs)).address
         settings = Settings()
-        ensure_topics(settings.kafka_bootstrap, [settings.topic, settings.dlq_topic], settings.topic_partitions)
+        ensure_topics(
+            settings.kafka_bootstrap,
+            [settings.topic, settings.dlq_topic],
+            settings.topic_partitions,
+            replication=settings.topic_replication,
+        )
         key_path, made = admin_key(settings.data_dir, settings.redis_url)
         supervisor = Supervisor({role: role_argv(role, port, verbose) for role in ROLES}, logs, env)
         try:

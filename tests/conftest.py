@@ -63,3 +63,12 @@ def tiny():
 
     torch.manual_seed(0)
     return create_model("modx-tiny")
+
+
+@pytest.fixture(scope="session")
+def live(kafka, redis_server, tmp_path_factory):
+    """A running stack (tests.live) shared by the client-side tests: its URL and an admin key."""
+    from tests.live import live_stack
+
+    with live_stack(kafka, redis_server, tmp_path_factory.mktemp("live") / "data", "live") as stack:
+        yield stack

@@ -6,38 +6,15 @@ a new or revoked key takes effect on every replica's next request.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import AUTH_RESPONSES, Auth, require
 from service.deps import json_body
 from service.errors import api_error, responses
 from service.keys import KeyProblem
+from service.schemas import KeyIn, KeyOut, KeysOut, NewKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[require("admin")], responses=AUTH_RESPONSES)
-
-
-class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    scope: Literal["read", "write", "admin"]
-    name: str | None = Field(None, description="1-64 of A-Z a-z 0-9 . _ - ; default <scope>-<n>")
-    rate: float | None = Field(None, gt=0, description="requests/s; default the key_rate setting")
-
-
-class KeyOut(BaseModel):
-    name: str
-    scope: str
-    rate: float | None
-    created: float
-    last_used: float | None
-    revoked: float | None
-
-
-class NewKey(KeyOut):
-    key: str = Field(description="the secret: shown this once, stored only as a hash")
 
 
 def _auth(request: Request) -> Auth:
@@ -60,7 +37,7 @@ def create_key(body: KeyIn, request: Request) -> NewKey:
 
 
 @router.get("")
-def list_keys(request: Request) -> dict[str, list[KeyOut]]:
+def list_keys(request: Request) -> KeysOut:
     """Every key, revoked ones included; `last_used` may lag by up to `key_sync_s` on other replicas."""
     auth = _auth(request)
     pending = auth.last_used()
@@ -68,7 +45,7 @@ def list_keys(request: Request) -> dict[str, list[KeyOut]]:
     for key in auth.store.list():
         used = max(key.last_used or 0.0, pending.get(key.hash, 0.0)) or None
         out.append(KeyOut(**{**key.public(), "last_used": used}))
-    return {"keys": out}
+    return KeysOut(keys=out)
 
 
 @router.delete("/{name}", response_model=KeyOut, responses=responses(404))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
 from python_multipart import parse_form
 from redis import RedisError
 
@@ -26,6 +25,7 @@ from service.deps import form_body, get_ingestor, get_limits, get_registry, get_
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.registry import Registry
+from service.schemas import Accepted, AcceptedOut, PairsIn
 from service.validation import Limits, PairError, PixelBudget, ValidPair, check_count, validate_batch, validate_fields
 
 log = logging.getLogger("modx.api")
@@ -72,30 +72,6 @@ def check_form_utf8(content_type: str, body: bytes) -> None:
                 item=0,
                 field=name,
             ) from None
-
-
-class PairIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    id: str | None = Field(None, description="1-128 of A-Z a-z 0-9 . _ : - ; generated when absent")
-    text: str = Field(description="the caption")
-    image: str = Field(description="PNG, JPEG or WebP bytes, standard base64")
-    metadata: dict[str, Any] | None = None
-
-
-class PairsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    pairs: list[PairIn]
-
-
-class Accepted(BaseModel):
-    id: str
-    status: Literal["queued", "duplicate"]
-
-
-class AcceptedOut(BaseModel):
-    accepted: list[Accepted]
 
 
 def already_buffered(registry: Registry, ids: list[str]) -> list[bool]:

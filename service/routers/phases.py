@@ -14,29 +14,40 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
 from service.auth import AUTH_RESPONSES, require
-from service.deps import get_ingestor, get_registry, get_settings
+from service.backpressure import WriteGate
+from service.deps import get_ingestor, get_registry, get_settings, get_write_gate
 from service.errors import ErrorBody, api_error
 from service.ingest import Ingestor, ProduceError
+from service.paging import Page, get_page
 from service.registry import Registry
+from service.schemas import PhasesOut, SealOut
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/phases", tags=["phases"], responses=AUTH_RESPONSES)
 
 
 @router.get("", dependencies=[require("read")])
-def list_phases(registry: Registry = Depends(get_registry), settings: Settings = Depends(get_settings)) -> dict:
-    """Every phase: status open / sealed / training / trained / retry / failed, counts and times."""
+def list_phases(
+    registry: Registry = Depends(get_registry),
+    settings: Settings = Depends(get_settings),
+    gate: WriteGate = Depends(get_write_gate),
+    page: Page = Depends(get_page),
+) -> PhasesOut:
+    """Every phase (a page of them with `limit`): status open / sealed / training / trained /
+    retry / failed, counts and times; the open phase and the consumer's lag."""
     registry.ensure(settings.data_dir)
     phases = list(registry.phases().values())
     open_phase = next((p["phase"] for p in phases if p["status"] == "open"), None)
-    return {"phases": phases, "open": open_phase}
+    chosen, next_cursor = page.take((p["phase"], p) for p in phases)
+    return PhasesOut(phases=chosen, open=open_phase, lag=gate.consumer_lag(), next_cursor=next_cursor)
 
 
 @router.post(
     "/seal",
     dependencies=[require("admin")],
+    response_model=SealOut,
     responses={
-        202: {"description": "requested; the consumer has not answered yet"},
+        202: {"model": SealOut, "description": "requested; the consumer has not answered yet"},
         409: {
             "model": ErrorBody,
             "description": "the open phase is empty: every pair acknowledged before the request is sealed",

@@ -8,60 +8,33 @@ metadata, and the answer names the snapshot that encoded the query and embedded 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexer.encoders import SnapshotEncoders
 from service import metrics
 from service.auth import AUTH_RESPONSES, require
-from service.deps import get_limits, get_serving, json_body
+from service.buffer import read_image
+from service.deps import get_limits, get_serving, get_settings, json_body
 from service.errors import api_error, responses
+from service.schemas import Hit, SearchRequest, SearchResponse
 from service.serving import ServingState
+from service.settings import Settings
 from service.validation import Limits, PairError, PixelBudget, check_image, check_json_values, decode_base64
 
 router = APIRouter(tags=["search"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    text: str | None = Field(None, min_length=1, max_length=1000, description="text query")
-    image: str | None = Field(None, description="base64 PNG/JPEG/WebP query")
-    target: Literal["image", "text"] = Field("image", description="rank the gallery's images or its captions")
-    k: int = Field(10, ge=1, le=1000)
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
-    filter: dict[str, Any] | None = Field(None, description="metadata key -> required value")
-
-    @model_validator(mode="after")
-    def one_query(self):
-        if (self.text is None) == (self.image is None):
-            raise ValueError("give exactly one of 'text' or 'image'")
-        return self
-
-
-class Hit(BaseModel):
-    id: str
-    score: float
-    text: str
-    metadata: dict
-
-
-class SearchResponse(BaseModel):
-    snapshot: int
-    index: int
-    target: Literal["image", "text"]
-    results: list[Hit]
-
-
-def check_query(req: SearchRequest, limits: Limits) -> bytes | None:
-    """The query image's bytes once it decodes completely (None for a text query); a 4xx
-    for anything wrong, whether or not an index is loaded yet."""
+def check_query(req: SearchRequest, limits: Limits, data_dir: Path) -> bytes | None:
+    """The query image's bytes once it decodes completely (the stored image of pair `id`;
+    None for a text query); a 4xx for anything wrong, whether or not an index is loaded yet."""
     try:
         check_json_values(req.text, "text")
         check_json_values(req.filter, "filter")
+        if req.id is not None:
+            return stored_image(data_dir, req.id)
         if req.image is None:
             return None
         data = decode_base64(req.image, limits)
@@ -69,6 +42,13 @@ def check_query(req: SearchRequest, limits: Limits) -> bytes | None:
         return data
     except PairError as e:
         raise HTTPException(e.status, e.detail()) from e
+
+
+def stored_image(data_dir: Path, pair_id: str) -> bytes:
+    try:
+        return read_image(data_dir, pair_id)[0]
+    except (FileNotFoundError, ValueError):
+        raise api_error(404, "not_found", f"no pair with id {pair_id!r}", id=pair_id) from None
 
 
 def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | None) -> np.ndarray:
@@ -83,9 +63,17 @@ def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | 
     responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
     dependencies=[Depends(json_body)],
 )
-def search(req: SearchRequest, state: ServingState = Depends(get_serving), limits: Limits = Depends(get_limits)):
+def search(
+    req: SearchRequest,
+    state: ServingState = Depends(get_serving),
+    limits: Limits = Depends(get_limits),
+    settings: Settings = Depends(get_settings),
+):
+    """Rank the gallery for a text, an image, or an existing pair (`id`: its stored image)."""
     t0 = time.perf_counter()
-    image = check_query(req, limits)  # validate before readiness: a malformed query is 4xx, never 503
+    image = check_query(
+        req, limits, Path(settings.data_dir)
+    )  # validate before readiness: a malformed query is 4xx, never 503
     try:
         serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
     except LookupError:

@@ -98,7 +98,7 @@ class PhasesOut(BaseModel):
 class SealOut(BaseModel):
     status: Literal["sealed", "requested"]
     request: str
-    phase: int | None = None
+    phase: PhaseOut | None = Field(None, description="the phase sealed (its record)")
     joined: bool | None = None
     message: str | None = None
 

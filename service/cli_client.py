@@ -90,7 +90,11 @@ def seal(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None):
     """Seal the open phase now (admin): the trainer trains a snapshot on it."""
     with Client(url, api_key) as modx:
         answer = modx.seal()
-    typer.echo(f"sealed phase {answer.phase.phase} ({answer.phase.n} pairs)" if answer.status == "sealed" else f"seal requested: {answer.message}")
+    typer.echo(
+        f"sealed phase {answer.phase.phase} ({answer.phase.n} pairs)"
+        if answer.status == "sealed"
+        else f"seal requested: {answer.message}"
+    )
 
 
 def status(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None):

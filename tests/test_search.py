@@ -62,8 +62,8 @@ def test_filter_and_min_score(served):
 @pytest.mark.parametrize(
     "body,field,error",
     [
-        ({"text": "x", "image": "AAAA"}, None, "exactly one of 'text' or 'image'"),
-        ({"k": 3}, None, "exactly one of 'text' or 'image'"),
+        ({"text": "x", "image": "AAAA"}, None, "exactly one of 'text', 'image' or 'id'"),
+        ({"k": 3}, None, "exactly one of 'text', 'image' or 'id'"),
         ({"text": "x", "k": 0}, "k", "greater than or equal to 1"),
         ({"text": "x", "target": "audio"}, "target", "'image' or 'text'"),
         ({"text": ""}, "text", "at least 1 character"),

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from service.auth import AUTH_RESPONSES, require
 from service.backpressure import WriteGate
 from service.deps import get_ingestor, get_registry, get_settings, get_write_gate
-from service.errors import ErrorBody, api_error
+from service.errors import ErrorBody, api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.paging import Page, get_page
 from service.registry import Registry
@@ -26,7 +26,7 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/phases", tags=["phases"], responses=AUTH_RESPONSES)
 
 
-@router.get("", dependencies=[require("read")])
+@router.get("", dependencies=[require("read")], responses=responses(422))
 def list_phases(
     registry: Registry = Depends(get_registry),
     settings: Settings = Depends(get_settings),

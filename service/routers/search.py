@@ -60,7 +60,7 @@ def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | 
 @router.post(
     "/v1/search",
     response_model=SearchResponse,
-    responses=responses(400, 401, 403, 413, 415, 422, 429, 503),
+    responses=responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
     dependencies=[Depends(json_body)],
 )
 def search(

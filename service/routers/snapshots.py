@@ -30,7 +30,7 @@ def get_data_dir(settings: Settings = Depends(get_settings)) -> Path:
     return Path(settings.data_dir)
 
 
-@router.get("/v1/snapshots")
+@router.get("/v1/snapshots", responses=responses(422))
 def snapshots(
     registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir), page: Page = Depends(get_page)
 ) -> SnapshotsOut:
@@ -52,7 +52,7 @@ def _per_snapshot(data_dir: Path, registry: Registry, file: Callable[[Path, int]
     return out
 
 
-@router.get("/v1/recall")
+@router.get("/v1/recall", responses=responses(422))
 def recall(
     registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir), page: Page = Depends(get_page)
 ) -> RecallOut:
@@ -82,7 +82,7 @@ def recall(
     return RecallOut(snapshots=chosen, next_cursor=next_cursor)
 
 
-@router.get("/v1/drift")
+@router.get("/v1/drift", responses=responses(422))
 def drift(
     registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir), page: Page = Depends(get_page)
 ) -> DriftOut:
@@ -111,7 +111,7 @@ def tar_stream(directory: Path, name: str, chunk: int = 1 << 20) -> Iterator[byt
     "/v1/snapshots/{snapshot}/download",
     dependencies=[require("admin")],
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}}, **responses(401, 403, 404, 429)},
+    responses={200: {"content": {"application/x-tar": {}}}, **responses(401, 403, 404, 422, 429)},
 )
 def download(snapshot: int, registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir)):
     """The snapshot's directory (model.safetensors, open_clip_config.json, its records) as a

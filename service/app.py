@@ -17,16 +17,19 @@ from typing import Sequence
 import faiss
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from service.auth import Auth
 from service.backpressure import WriteGate
 from service.body_limit import BodyLimit
 from service.errors import install_error_handlers
 from service.ingest import Ingestor
+from service.observe import RequestObserver
 from service.registry import Registry
-from service.routers import health, images, keys, pairs, phases, search, snapshots
+from service.routers import dashboard, health, images, keys, pairs, phases, search, snapshots
 from service.serving import ServingState
 from service.settings import Settings, get_settings
+from service.timeline import Timeline
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -36,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     search.router,
     snapshots.router,
     keys.router,
+    dashboard.router,
 ]
 
 
@@ -50,10 +54,12 @@ async def lifespan(app: FastAPI):
     poller.start()
     key_sync = threading.Thread(target=app.state.auth.run, args=(stop,), name="key-sync", daemon=True)
     key_sync.start()
+    timeline = threading.Thread(target=app.state.timeline.run, args=(stop,), name="timeline", daemon=True)
+    timeline.start()
     yield
     stop.set()
-    poller.join(timeout=10)
-    key_sync.join(timeout=10)
+    for thread in (poller, key_sync, timeline):
+        thread.join(timeout=10)
     app.state.ingestor.close()
     app.state.write_gate.close()
     app.state.registry.close()
@@ -73,6 +79,9 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.write_gate = WriteGate(settings)
     app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
     app.state.auth = Auth(settings, app.state.registry)
+    app.state.timeline = Timeline(
+        app.state.registry, app.state.write_gate, settings.timeline_interval_s, settings.timeline_window_s
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:
@@ -83,6 +92,8 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    app.add_middleware(RequestObserver)  # outermost of ours: every answer has its request id, counted and logged
     for router in ROUTERS if routers is None else routers:
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

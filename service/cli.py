@@ -22,9 +22,18 @@ app.add_typer(keys_cli.app, name="keys")
 cli_client.register(app)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("modx").setLevel(logging.DEBUG if verbose else logging.INFO)
+def setup_logging(verbose: bool = False, role: str | None = None) -> None:
+    """A role's logs: JSON lines off a terminal (service.logs), its metrics port served."""
+    if role is None:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("modx").setLevel(logging.DEBUG if verbose else logging.INFO)
+        return
+    from service import logs, metrics
+    from service.settings import Settings
+
+    s = Settings()
+    logs.setup(role, verbose, s.log_format)
+    metrics.serve(role, getattr(s, f"{role}_metrics_port"), s.metrics_host)
 
 
 def _parse_sweep(values: list[str]) -> dict[str, list]:
@@ -179,8 +188,8 @@ def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000), v
     from service.app import create_app
     from service.settings import Settings
 
-    setup_logging(verbose)
-    uvicorn.run(create_app(Settings()), host=host, port=port, log_level="warning")
+    setup_logging(verbose, "api")
+    uvicorn.run(create_app(Settings()), host=host, port=port, log_level="warning", log_config=None, access_log=False)
 
 
 @app.command()
@@ -189,7 +198,7 @@ def consumer(verbose: bool = typer.Option(False)):
     from service.consumer import run
     from service.settings import Settings
 
-    setup_logging(verbose)
+    setup_logging(verbose, "consumer")
     run(Settings(), _stop_on_signals())
 
 
@@ -199,7 +208,7 @@ def trainer(verbose: bool = typer.Option(False)):
     from service.settings import Settings
     from service.workers import run_trainer
 
-    setup_logging(verbose)
+    setup_logging(verbose, "trainer")
     run_trainer(Settings(), _stop_on_signals())
 
 
@@ -209,7 +218,7 @@ def indexer(verbose: bool = typer.Option(False)):
     from service.settings import Settings
     from service.workers import run_indexer
 
-    setup_logging(verbose)
+    setup_logging(verbose, "indexer")
     run_indexer(Settings(), _stop_on_signals())
 
 

@@ -164,19 +164,12 @@ class PairConsumer:
             self.dlq.flush(timeout=self.settings.produce_timeout_s)
             for fut in futures:
                 fut.get(timeout=self.settings.produce_timeout_s)
-            self._tell_redis(lambda: self.registry.incr("consumer_dlq", len(futures)))
 
     def _count(self, result, sealed: list[dict]) -> None:
         metrics.CONSUMER_WRITTEN.inc(len(result.written))
         metrics.CONSUMER_DUPLICATES.inc(len(result.duplicates))
         for record in sealed:
             metrics.PHASES_SEALED.labels(record["reason"]).inc()
-        counts = {
-            "consumer_written": len(result.written),
-            "consumer_duplicates": len(result.duplicates),
-            "phases_sealed": len(sealed),
-        }
-        self._tell_redis(lambda: self.registry.add_counters(counts))
 
     def _tell_redis(self, update) -> None:
         """Redis after the disk write; if it is away, disk is ahead and a rebuild catches up."""
@@ -222,7 +215,6 @@ class PairConsumer:
         record = phase_info(self.buffer.data_dir, manifest["phase"]).to_dict()
         self._tell_redis(lambda: self.registry.register_sealed(record, self.buffer.open_info().to_dict()))
         metrics.PHASES_SEALED.labels(reason).inc()
-        self._tell_redis(lambda: self.registry.incr("phases_sealed"))
         return record
 
     def seal_if_due(self) -> None:
@@ -258,7 +250,6 @@ class PairConsumer:
             metrics.CONSUMER_WRITE_FAULT.labels(reason).set(1 if code == reason else 0)
         try:
             self.registry.set_fault("consumer", self.fault, ttl_s=max(30.0, 3 * self.settings.consumer_retry_cap_s))
-            self.registry.set_gauge("consumer_write_fault", 1 if self.fault else 0)
         except Exception as e:
             log.warning("could not report the fault to Redis: %s", e)
 
@@ -294,8 +285,6 @@ class PairConsumer:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lags[tp.partition])
         metrics.PHASE_OPEN.set(self.buffer.phase)
         metrics.PHASE_FILL.set(self.buffer.n_open)
-        gauges = {"consumer_lag": sum(lags.values()), "phase_open": self.buffer.phase, "phase_fill": self.buffer.n_open}
-        self._tell_redis(lambda: [self.registry.set_gauge(name, value) for name, value in gauges.items()])
         if self.fault:
             self._report_fault()  # refreshes the expiring fault key
 

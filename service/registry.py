@@ -8,7 +8,6 @@ everything here but the counters is rebuilt from the data directory (`rebuild_fr
     modx:serving             string  JSON {"snapshot": v, "index": v} (cache of serving.json)
     modx:epoch               string  set by the last complete rebuild: missing = flushed or new, rebuild
     modx:rebuild             string  held (with a TTL) by the role that is rebuilding
-    modx:metrics:<name>      string  counters shared across processes (INCRBYFLOAT)
     modx:seal:pending        string  the id of the seal request the consumer has not answered yet
     modx:seal:recent         string  the id of the last new seal request (expires: the rate limit)
     modx:seal:result:<id>    string  the consumer's answer to one request (expires)
@@ -156,27 +155,6 @@ class Registry:
 
     def cache_serving(self, pointer: dict) -> None:
         self.r.set(self.key("serving"), json.dumps(pointer))
-
-    # ------------------------------------------------------------ shared metrics
-
-    def incr(self, name: str, by: float = 1) -> None:
-        self.r.incrbyfloat(self.key("metrics", name), by)
-
-    def add_counters(self, counts: dict[str, float]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for name, by in counts.items():
-            if by:
-                pipe.incrbyfloat(self.key("metrics", name), by)
-        pipe.execute()
-
-    def set_gauge(self, name: str, value: float) -> None:
-        self.r.set(self.key("metrics", name), value)
-
-    def counters(self) -> dict[str, float]:
-        keys = sorted(self.r.scan_iter(match=self.key("metrics", "*"), count=1000))
-        values = self.r.mget(keys) if keys else []
-        start = len(self.key("metrics", ""))
-        return {k[start:]: float(v) for k, v in zip(keys, values) if v is not None}
 
     # ------------------------------------------------------------ seal requests
 

@@ -20,7 +20,7 @@ import redis
 from indexer.encoders import SnapshotEncoders
 from indexer.index import Index
 from indexer.store import apply_segments, load_index
-from service import buffer, status
+from service import buffer, metrics, status
 from service.faults import Backoff
 from service.registry import Registry
 from trainer.layout import index_dir, snapshot_dir
@@ -148,6 +148,9 @@ class ServingState:
             for index in (current.index, current.texts):
                 if index is not None:
                     apply_segments(index)
+        served = self.holder.get()
+        metrics.SERVING_SNAPSHOT.set(served.snapshot)
+        metrics.SERVING_VECTORS.set(served.index.size)
         self.catalog.refresh()
 
     def load_first(self, timeout_s: float = 30.0) -> None:

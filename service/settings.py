@@ -138,6 +138,18 @@ class Settings(BaseSettings):
     serving_poll_s: float = Field(0.5, gt=0, description="how often the API looks for a new index or segment")
     embed_batch_size: int = Field(256, ge=1)
 
+    # operations: each role's Prometheus port (0: off), logs, the dashboard's timeline
+    metrics_host: str = Field("0.0.0.0", description="where the roles' metrics ports listen")
+    api_metrics_port: int = Field(9100, ge=0, le=65535, description="the API's /metrics without a key (0: off)")
+    consumer_metrics_port: int = Field(9101, ge=0, le=65535)
+    trainer_metrics_port: int = Field(9102, ge=0, le=65535)
+    indexer_metrics_port: int = Field(9103, ge=0, le=65535)
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: readable text on a terminal, JSON lines otherwise"
+    )
+    timeline_interval_s: float = Field(2.0, gt=0, description="how often the API samples ingest, lag and phase fill")
+    timeline_window_s: float = Field(600.0, gt=0, description="how much of that timeline the API keeps")
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -34,7 +34,7 @@ import httpx
 import redis
 
 from service.backpressure import KafkaLag
-from service.infra import kafka_broker, redis_server, start_process, stop_process
+from service.infra import free_port, kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
 from service.keys import KeyStore, ensure_admin_key
 from service.settings import Settings
@@ -63,6 +63,29 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the API did not answer at {url}/healthz within {timeout_s:.0f}s")
+
+
+def metrics_ports(env) -> dict[str, int]:
+    """Each role's metrics port: `MODX_<ROLE>_METRICS_PORT` if set, else the default when it
+    is free, else a free one (so two stacks on one machine never fight over a port)."""
+    defaults, ports = Settings().model_dump(), {}
+    for role in ROLES:
+        var = f"MODX_{role.upper()}_METRICS_PORT"
+        if var not in env:
+            env[var] = str(defaults[f"{role}_metrics_port"] if _free(defaults[f"{role}_metrics_port"]) else free_port())
+        ports[role] = int(env[var])
+    return ports
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def admin_key(data_dir: Path, redis_url: str) -> tuple[Path, bool]:
@@ -207,6 +230,7 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
             replication=settings.topic_replication,
         )
         key_path, made = admin_key(settings.data_dir, settings.redis_url)
+        ports = metrics_ports(env)
         supervisor = Supervisor({role: role_argv(role, port, verbose) for role in ROLES}, logs, env)
         try:
             supervisor.check()
@@ -221,6 +245,8 @@ def run_stack(port: int, data_dir: Path | None, stop: threading.Event, verbose: 
                 flush=True,
             )
             print(f"admin key: {key_path}" + (" (new)" if made else ""), flush=True)
+            print(f"dashboard: {url}/?key={key_path.read_text().strip()}", flush=True)
+            print("metrics: " + ", ".join(f"{r} :{p}/metrics" for r, p in ports.items() if p), flush=True)
             key_arg = f' --api-key "$(cat {key_path})"' if data_dir is not None else ""  # else the demo finds it
             print(f"try: modx demo --url {url}{key_arg}   (Ctrl-C stops everything)", flush=True)
             while not stop.wait(1.0):

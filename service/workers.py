@@ -24,12 +24,13 @@ from indexer.encoders import SnapshotEncoders, SnapshotImageEncoder, SnapshotTex
 from indexer.gallery import add_segment, reindex
 from indexer.index import Index
 from indexer.store import apply_segments, load_index
-from service import buffer, metrics, status
+from service import buffer, logs, metrics, status
 from service.registry import Registry
 from service.retry import PhaseRetries
 from service.settings import Settings
 from service.training import Outcome, ensure_clip0, train_and_evaluate
 from trainer import layout
+from trainer.atomic import read_json
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.layout import MODALITIES, index_dir, snapshot_dir
@@ -94,45 +95,48 @@ def train_next(s: Settings, registry: Registry) -> Outcome | None:
     past = [PhaseTrainPairs(s.data_dir, n) for n in sealed if n < phase]
 
     def on_step(info: dict) -> None:
+        metrics.TRAIN_STEPS.inc()
         metrics.TRAIN_LOSS.set(info["loss"])
         metrics.TRAIN_STEP_SECONDS.observe(info["seconds"])
-        if info["step"] % 10 == 0 or info["step"] == info["total"]:
-            _cache(
-                lambda: (
-                    registry.set_gauge("train_loss", info["loss"]),
-                    registry.set_gauge("train_step_seconds", info["seconds"]),
-                )
-            )
 
-    outcome = train_and_evaluate(
-        s.data_dir,
-        phase,
-        buffer.phase_pairs(s.data_dir, phase, "train"),
-        probes,
-        train_config(s),
-        parent,
-        replay=past,
-        max_drop=s.guard_max_drop,
-        gallery=gallery,
-        on_step=on_step,
-    )
+    t0 = time.perf_counter()
+    with logs.context(phase=phase, snapshot=phase):
+        log.info("training phase %d from snapshot %d", phase, parent)
+        outcome = train_and_evaluate(
+            s.data_dir,
+            phase,
+            buffer.phase_pairs(s.data_dir, phase, "train"),
+            probes,
+            train_config(s),
+            parent,
+            replay=past,
+            max_drop=s.guard_max_drop,
+            gallery=gallery,
+            on_step=on_step,
+        )
     status.judge(s.data_dir, registry, phase, outcome.status, outcome.reason)
     registry.set_phase_status(
         s.data_dir, phase, "trained", started=started, snapshot=phase, snapshot_status=outcome.status
     )
-    metrics.SNAPSHOT_VERSION.set(phase)
-    _cache(lambda: registry.set_gauge("snapshot_version", phase))
-    if outcome.status == "rejected":
-        metrics.SNAPSHOTS_REJECTED.inc()
-        _cache(lambda: registry.incr("snapshots_rejected"))
+    metrics.TRAIN_PHASE_SECONDS.observe(time.perf_counter() - t0)
+    metrics.SNAPSHOTS.labels(outcome.status).inc()
+    report_snapshot(phase, outcome.recall)
     return outcome
 
 
-def _cache(update) -> None:
-    try:
-        update()
-    except redis.RedisError as e:
-        log.warning("shared metric not updated: %s", e)
+def report_snapshot(version: int, recall: dict | None) -> None:
+    """The newest snapshot and its R@1 per probe, as gauges (also after a restart, from disk)."""
+    metrics.SNAPSHOT_LATEST.set(version)
+    if recall:
+        metrics.set_recall(recall)
+
+
+def newest_snapshot(data_dir: Path) -> tuple[int, dict | None] | None:
+    versions = layout.snapshot_numbers(data_dir)
+    if not versions:
+        return None
+    recall = read_json(layout.recall_file(data_dir, versions[-1]))
+    return versions[-1], (recall or {}).get("recall")
 
 
 class TrainerWorker:
@@ -147,6 +151,9 @@ class TrainerWorker:
         """One step; True if it trained a phase (so the loop goes on at once)."""
         if not self.ready:
             bootstrap(self.s, self.registry)
+            newest = newest_snapshot(self.s.data_dir)
+            if newest is not None:
+                report_snapshot(*newest)
             self.ready = True
         try:  # the cache: Redis away must not stop training from disk
             self.registry.ensure(self.s.data_dir)
@@ -243,6 +250,7 @@ class IndexerWorker:
                     flat_max=self.s.index_flat_max,
                 )
         status.set_serving(self.s.data_dir, self.registry, version, version)
+        metrics.INDEX_REBUILD_SECONDS.observe(time.perf_counter() - t0)
         self.report()
         log.info("index v%d: %d pairs in %.1fs", version, self.index.size, time.perf_counter() - t0)
 
@@ -262,14 +270,14 @@ class IndexerWorker:
             if added[modality]:
                 apply_segments(self.indexes[modality], directory)
         if any(added.values()):
+            metrics.INDEX_ADDED.inc(added["image"])
             self.report()
         return added["image"]
 
     def report(self) -> None:
-        metrics.INDEX_VERSION.set(self.version)
-        metrics.INDEX_SIZE.set(self.index.size)
-        self.registry.set_gauge("index_version", self.version)
-        self.registry.set_gauge("index_size", self.index.size)
+        metrics.INDEX_SNAPSHOT.set(self.version)
+        for modality, index in self.indexes.items():
+            metrics.INDEX_VECTORS.labels(modality).set(index.size)
 
     def tick(self) -> None:
         self.registry.ensure(self.s.data_dir)

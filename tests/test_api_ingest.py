@@ -139,12 +139,18 @@ def test_kafka_down_is_503_and_bad_input_still_4xx(settings):
 def test_readyz_names_each_failed_dependency(settings):
     with api_client(settings) as client:  # Kafka and Redis up, no snapshot or index yet
         ready = client.get("/readyz")
+        ingest = client.get("/readyz/ingest")
     assert ready.status_code == 503 and ready.json()["failed"] == ["snapshot_and_index"]
+    assert ready.json()["ingest"] == {"ready": True, "checks": {"kafka": True, "redis": True}}
+    assert ingest.status_code == 200 and ingest.json()["role"] == "ingest"  # pairs can be taken without an index
     down = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0"})
     with api_client(down) as client:
         body = client.get("/readyz").json()
-    assert body["failed"] == ["kafka", "redis", "snapshot_and_index"]
-    assert "kafka is not available" in body["message"] and "redis is not available" in body["message"]
+        search, ingest = client.get("/readyz/search"), client.get("/readyz/ingest")
+    assert body["failed"] == ["redis", "snapshot_and_index"] and body["ingest"]["ready"] is False
+    assert search.status_code == 503 and search.json()["failed"] == ["redis", "snapshot_and_index"]
+    assert ingest.status_code == 503 and ingest.json()["failed"] == ["kafka", "redis"]
+    assert "kafka is not available" in ingest.json()["message"] and "redis is not available" in body["message"]
 
 
 def test_images_and_health(client, settings):

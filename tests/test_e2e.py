@@ -168,8 +168,9 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
 
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics").text
-    for name in ("modx_ingest_accepted_pairs", "modx_search_seconds", "modx_shared"):
+    for name in ("modx_ingest_accepted_pairs_total", "modx_search_encode_seconds_count", "modx_http_requests_total"):
         assert name in metrics
+    assert "modx_shared" not in metrics and "modx_train_loss" not in metrics  # only the API's own series
 
 
 def test_new_pairs_become_searchable_between_snapshots(stack):

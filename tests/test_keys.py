@@ -21,6 +21,7 @@ ROUTES = [  # (method, path, scope needed)
     ("GET", "/v1/snapshots", "read"),
     ("GET", "/v1/recall", "read"),
     ("GET", "/v1/drift", "read"),
+    ("GET", "/v1/timeline", "read"),
     ("GET", "/v1/images/x", "read"),
     ("POST", "/v1/search", "read"),
     ("POST", "/v1/pairs", "write"),

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from service import buffer, status
-from service.metrics import SharedMetrics
 from service.registry import Registry
 from tests.helpers import incoming, open_buffer
 from trainer import layout
@@ -123,15 +120,3 @@ def test_seal_requests_are_rate_limited_and_joined(redis_server, redis_client):
     assert registry.wait_seal(second, 0.1) is None
     registry.drop_seal(second)  # it never reached Kafka
     assert registry.open_seal(0.5, 60)[1] is True
-
-
-def test_shared_counters_exported(redis_server, redis_client):
-    registry = Registry.from_url(redis_server)
-    registry.add_counters({"consumer_written": 3})
-    registry.incr("consumer_written", 2)
-    registry.set_gauge("phase_fill", 7)
-    assert registry.counters() == {"consumer_written": 5.0, "phase_fill": 7.0}
-    prom = CollectorRegistry()
-    prom.register(SharedMetrics(registry))
-    text = generate_latest(prom).decode()
-    assert 'modx_shared{name="consumer_written"} 5.0' in text

@@ -70,24 +70,24 @@ def search(
     settings: Settings = Depends(get_settings),
 ):
     """Rank the gallery for a text, an image, or an existing pair (`id`: its stored image)."""
-    t0 = time.perf_counter()
-    image = check_query(
-        req, limits, Path(settings.data_dir)
-    )  # validate before readiness: a malformed query is 4xx, never 503
+    image = check_query(req, limits, Path(settings.data_dir))  # validate before readiness: a malformed query is 4xx
     try:
         serving = state.holder.get()  # one reference: this snapshot encodes, its index answers
     except LookupError:
         raise api_error(503, "not_ready", "no index is loaded yet: wait for the first snapshot and its index")
+    t0 = time.perf_counter()
     query = encode_query(serving.encoders, req, image)
+    t1 = time.perf_counter()
+    metrics.SEARCH_ENCODE_SECONDS.labels("text" if image is None else "image").observe(t1 - t0)
     wanted = req.filter or {}
     filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
     index = serving.index if req.target == "image" else serving.texts
     if index is None:
         raise api_error(503, "not_ready", "no caption index is loaded for this snapshot yet")
     hits = index.search(query, req.k, min_score=req.min_score, filter_fn=filter_fn)[0]
+    metrics.SEARCH_INDEX_SECONDS.labels(req.target).observe(time.perf_counter() - t1)
     results = [
         Hit(id=pid, score=score, text=state.catalog.get(pid)[0], metadata=state.catalog.get(pid)[1])
         for pid, score in hits
     ]
-    metrics.SEARCH_LATENCY.observe(time.perf_counter() - t0)
     return SearchResponse(snapshot=serving.snapshot, index=index.snapshot, target=req.target, results=results)

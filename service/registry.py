@@ -4,7 +4,7 @@ everything here but the counters is rebuilt from the data directory (`rebuild_fr
 
     modx:ids                 set     every pair id written to a phase buffer
     modx:phases              hash    phase -> JSON {phase, status, n, n_train, n_probe, opened, sealed, ...}
-    modx:snapshots           hash    version -> JSON snapshot summary + status (cache of service.status)
+    modx:snapshots           hash    snapshot -> JSON snapshot summary + status (cache of service.status)
     modx:serving             string  JSON {"snapshot": v, "index": v} (cache of serving.json)
     modx:epoch               string  set by the last complete rebuild: missing = flushed or new, rebuild
     modx:rebuild             string  held (with a TTL) by the role that is rebuilding

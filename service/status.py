@@ -27,7 +27,7 @@ from trainer.atomic import read_json, write_json_atomic
 log = logging.getLogger("modx.status")
 
 STATUSES = ("accepted", "rejected", "superseded")
-SUMMARY_FIELDS = ("version", "parent", "phase", "method", "created", "model", "recipe", "train")
+SUMMARY_FIELDS = ("parent", "phase", "method", "created", "model", "recipe", "train")
 
 
 # ---------------------------------------------------------------- snapshot status
@@ -68,7 +68,7 @@ def write_status(data_dir: str | Path, version: int, status: str, reason: str = 
 def summary(data_dir: str | Path, version: int) -> dict:
     """What /v1/snapshots shows of one snapshot: its record's fields, the recall summary, the status."""
     record = read_json(layout.record_file(data_dir, version)) or {}
-    out = {k: record.get(k) for k in SUMMARY_FIELDS}
+    out = {"snapshot": version, **{k: record.get(k) for k in SUMMARY_FIELDS}}
     recall = read_json(layout.recall_file(data_dir, version))
     if recall is not None:
         out["recall"] = {"mean_r1_old": recall.get("mean_r1_old"), "mean_r1_all": recall.get("mean_r1_all")}

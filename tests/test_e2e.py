@@ -110,7 +110,7 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
             wait(
                 f"snapshot {t}",
                 lambda: any(
-                    s["version"] == t and s.get("status") in ("accepted", "superseded", "rejected")
+                    s["snapshot"] == t and s.get("status") in ("accepted", "superseded", "rejected")
                     for s in client.get("/v1/snapshots").json()["snapshots"]
                 ),
             )
@@ -129,7 +129,7 @@ def test_pairs_flow_to_snapshots_indexes_and_search(stack):
     assert [p["phase"] for p in trained] == [1, 2, 3]
     assert all(p["n_train"] + p["n_probe"] == PAIRS for p in trained)
 
-    snaps = {s["version"]: s for s in client.get("/v1/snapshots").json()["snapshots"]}
+    snaps = {s["snapshot"]: s for s in client.get("/v1/snapshots").json()["snapshots"]}
     assert set(snaps) >= {0, 1, 2, 3}
     assert [snaps[v]["parent"] for v in (1, 2, 3)] == [0, 1, 2]
     assert all(snaps[v]["recipe"]["method"] == settings.recipe.method for v in (1, 2, 3))

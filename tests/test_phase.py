@@ -83,7 +83,7 @@ def test_student_starts_from_the_parent(parent, data, tmp_path):
     child = train_phase(parent, data[1], CFG.with_(lr=0.0, warmup=0.0), tmp_path / "child", version=1)
     assert same_weights(parent, child)
     record = read_record(child)
-    assert record["parent"] == -1 and record["hparams"]["alpha"] == 20.0
+    assert record["parent"] is None and record["hparams"]["alpha"] == 20.0
 
 
 def test_training_is_deterministic_under_a_seed(parent, data, tmp_path):

@@ -6,7 +6,7 @@ import time
 
 from service import buffer, status
 from service.registry import Registry
-from tests.helpers import incoming, open_buffer
+from tests.helpers import api_client, incoming, open_buffer
 from trainer import layout
 from trainer.atomic import write_json_atomic
 
@@ -120,3 +120,14 @@ def test_seal_requests_are_rate_limited_and_joined(redis_server, redis_client):
     assert registry.wait_seal(second, 0.1) is None
     registry.drop_seal(second)  # it never reached Kafka
     assert registry.open_seal(0.5, 60)[1] is True
+
+
+def test_the_snapshot_listing_names_each_snapshot_by_its_number(settings):
+    """/v1/snapshots says `snapshot` for the number, as /v1/recall, search and the pointer do."""
+    disk_with_snapshots(settings.data_dir)
+    with api_client(settings, "read") as client:
+        answer = client.get("/v1/snapshots").json()
+    assert [s["snapshot"] for s in answer["snapshots"]] == [0, 1, 2]
+    assert not any("version" in s for s in answer["snapshots"])
+    assert [s["status"] for s in answer["snapshots"]] == ["superseded", "accepted", "rejected"]
+    assert answer["serving"] == {"snapshot": 1, "index": 1}

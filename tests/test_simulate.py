@@ -51,6 +51,8 @@ def test_result_has_the_documented_shape(runs, stream):
     r = runs["modx"]
     assert r["method"] == "modx" and r["dataset"] == "synthetic" and r["domains"] == ["basic", "blocky", "neon"]
     assert [p["phase"] for p in r["phases"]] == [0, 1, 2]
+    # CLIP_0 is snapshot 0 with no parent, as in the service; snapshot t trains from t - 1
+    assert [(p["snapshot"], p["parent"]) for p in r["phases"]] == [(0, None), (1, 0), (2, 1)]
     for p in r["phases"]:
         assert set(p["recall"]) == set(r["domains"])
         assert set(p["recall"]["basic"]["i2t"]) == {"r1", "r5", "r10"}

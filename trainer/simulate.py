@@ -1,6 +1,7 @@
 """The offline continual protocol (the paper's Experiment A) on any Dataset.
 
-Phase 0 trains CLIP_0 on domain 0 from a fresh model; phase t >= 1 trains on domain t from
+Phase 0 trains CLIP_0 (snapshot 0, as in the service; parent None: the fresh model it
+starts from is no numbered snapshot) on domain 0; phase t >= 1 trains snapshot t on domain t from
 the previous snapshot (joint, the upper bound: on domains 0..t from CLIP_0, with the same
 epochs per phase unless `joint_epochs` says otherwise, e.g. CLIP_0's for a joint model
 trained as fully as CLIP_0 was). After every phase every
@@ -129,12 +130,15 @@ def simulate(
                 )
             )
         evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}
+        record = read_record(path)
         entry = {
             "phase": t,
+            "snapshot": record["version"],
+            "parent": record["parent"],
             "domain": domain,
             "recall": evals["probe"].recall,
             "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
-            "train": read_record(path)["train"],
+            "train": record["train"],
         }
         if prev_ev is not None:
             entry["drift"] = transition_drift(prev_ev, evals["probe"])

@@ -45,7 +45,7 @@ def save_snapshot(
     directory: Path,
     *,
     model_name: str,
-    version: int,
+    version: int | None,
     parent: int | None,
     phase: int | None,
     method: str,
@@ -121,10 +121,18 @@ def load_fisher(directory: Path, device: str | torch.device = "cpu") -> dict[str
 
 
 def initial_snapshot(
-    model_name: str, out: Path, seed: int, pretrained: str | None = None, *, version: int = -1, phase: int | None = None
+    model_name: str,
+    out: Path,
+    seed: int,
+    pretrained: str | None = None,
+    *,
+    version: int | None = None,
+    phase: int | None = None,
 ) -> Path:
     """Snapshot 'init' at `out` (kept if there): a fresh model from the config under the
-    seed, or a local pretrained checkpoint."""
+    seed, or a local pretrained checkpoint. Its `version` is None unless it is a numbered
+    snapshot itself (the service's CLIP_0 is snapshot 0), so a model trained from it has no
+    parent snapshot: offline as online, CLIP_0 is snapshot 0 with parent None."""
     if out.exists():
         return out
     torch.manual_seed(seed)

@@ -34,11 +34,11 @@ def get_data_dir(settings: Settings = Depends(get_settings)) -> Path:
 def snapshots(
     registry: Registry = Depends(get_registry), data_dir: Path = Depends(get_data_dir), page: Page = Depends(get_page)
 ) -> SnapshotsOut:
-    """Every snapshot: version, parent, phase, method, recipe, status (accepted / rejected /
+    """Every snapshot: its number (`snapshot`), parent, phase, method, recipe, status (accepted / rejected /
     superseded) and its reason, created, recall summary; and the serving pointer."""
     registry.ensure(data_dir)
     serving = registry.serving() or {}
-    chosen, next_cursor = page.take((v, {"version": v, **rec}) for v, rec in registry.snapshots().items())
+    chosen, next_cursor = page.take((v, {**rec, "snapshot": v}) for v, rec in registry.snapshots().items())
     return SnapshotsOut(serving=serving, snapshots=chosen, next_cursor=next_cursor)
 
 

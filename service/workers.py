@@ -284,10 +284,11 @@ class IndexerWorker:
         target = self.target()
         if target is None:  # the trainer worker has not published CLIP_0 yet
             return
-        if self.version != target:
-            self.rebuild(target)
-        else:
-            self.add_new()
+        with logs.context(snapshot=target):  # on every record of the rebuild or the segment
+            if self.version != target:
+                self.rebuild(target)
+            else:
+                self.add_new()
 
 
 def run_indexer(s: Settings, stop: threading.Event) -> None:

@@ -299,6 +299,8 @@ def test_logs_are_json_lines_with_role_request_id_and_phase(stack):
     assert access["status"] == 200 and "GET /v1/phases 200" in access["message"] and access["ts"].endswith("+00:00")
     trained = [r for r in lines("trainer") if r.get("phase") == 2]
     assert trained and all(r["role"] == "trainer" and r["snapshot"] == 2 for r in trained)
+    indexed = [r for r in lines("indexer") if r["message"].startswith("index v2:")]
+    assert indexed and indexed[0]["snapshot"] == 2 and indexed[0]["role"] == "indexer"
 
 
 def test_search_stays_ready_with_the_broker_stopped(stack):

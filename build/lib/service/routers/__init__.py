@@ -1,0 +1,1 @@
+"""One router per resource; `service.app.ROUTERS` lists the default ones."""

@@ -1,0 +1,163 @@
+"""Ingest: POST pairs (JSON with base64 images, or one multipart upload) -> Kafka.
+
+The whole request is validated before anything is produced; one bad pair refuses the
+request with a 4xx naming the item and the reason. A 202 means every queued pair is in
+Kafka (acks=all). Ids already buffered, or repeated within the request, come back as
+"duplicate" and are not produced.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.routing import APIRoute
+from python_multipart import parse_form
+from redis import RedisError
+
+from service import metrics
+from service.auth import AUTH_RESPONSES, require
+from service.backpressure import WriteGate
+from service.deps import form_body, get_ingestor, get_limits, get_registry, get_write_gate, json_body
+from service.errors import api_error, responses
+from service.ingest import Ingestor, ProduceError
+from service.registry import Registry
+from service.schemas import Accepted, AcceptedOut, PairsIn
+from service.validation import Limits, PairError, PixelBudget, ValidPair, check_count, validate_batch, validate_fields
+
+log = logging.getLogger("modx.api")
+router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")], responses=AUTH_RESPONSES)
+WRITE_ERRORS = responses(400, 401, 403, 413, 415, 422, 429, 503)
+FORM_TEXT_FIELDS = ("text", "id", "metadata")
+
+
+class RawBodyRoute(APIRoute):
+    """A route that reads its whole body before FastAPI parses the form: the form is then
+    parsed from that cached copy, and the route can check the fields' raw bytes
+    (Starlette decodes a field that is not UTF-8 as Latin-1, silently)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def read_body_first(request: Request):
+            request.state.raw_body = await request.body()
+            return await handler(request)
+
+        return read_body_first
+
+
+def check_form_utf8(content_type: str, body: bytes) -> None:
+    """Refuse a text field of a multipart body whose bytes are not UTF-8."""
+    fields: dict[str, bytes] = {}
+    try:
+        parse_form(
+            {"Content-Type": content_type.encode("latin-1")},
+            io.BytesIO(body),
+            lambda f: fields.__setitem__(f.field_name.decode("latin-1"), f.value or b""),
+            lambda f: None,
+        )
+    except Exception:  # malformed multipart: FastAPI's own parse has already refused or accepted it
+        return
+    for name in FORM_TEXT_FIELDS:
+        try:
+            fields.get(name, b"").decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PairError(
+                422,
+                "invalid_utf8",
+                f"{name} is not valid UTF-8 (byte {e.start}: {e.reason}); send form fields as UTF-8",
+                item=0,
+                field=name,
+            ) from None
+
+
+def already_buffered(registry: Registry, ids: list[str]) -> list[bool]:
+    """Which ids Redis knows; if Redis is down, none (the consumer still drops repeats)."""
+    try:
+        return registry.known(ids)
+    except RedisError as e:
+        log.warning("duplicate check skipped, Redis unavailable: %s", e)
+        return [False] * len(ids)
+
+
+def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate: WriteGate) -> AcceptedOut:
+    gate.check()  # 429 while the consumer lags or the disk is nearly full: nothing produced
+    known = already_buffered(registry, [p.id for p in pairs])
+    seen: set[str] = set()
+    statuses = []
+    for pair, is_known in zip(pairs, known):
+        statuses.append("duplicate" if is_known or pair.id in seen else "queued")
+        seen.add(pair.id)
+    fresh = [p for p, s in zip(pairs, statuses) if s == "queued"]
+    try:
+        ingestor.send(fresh)
+    except ProduceError as e:
+        metrics.INGEST_PRODUCE_ERRORS.inc()
+        raise api_error(503, "kafka_unavailable", f"{e}; retry with the same ids") from None
+    metrics.INGEST_ACCEPTED.inc(len(fresh))
+    metrics.INGEST_DUPLICATES.inc(len(pairs) - len(fresh))
+    return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
+
+
+@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS, dependencies=[Depends(json_body)])
+def post_pairs(
+    body: PairsIn,
+    limits: Limits = Depends(get_limits),
+    registry: Registry = Depends(get_registry),
+    ingestor: Ingestor = Depends(get_ingestor),
+    gate: WriteGate = Depends(get_write_gate),
+) -> AcceptedOut:
+    """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`."""
+    check_count(len(body.pairs), limits)
+    pairs = validate_batch([p.model_dump() for p in body.pairs], limits)
+    return enqueue(pairs, registry, ingestor, gate)
+
+
+def parse_metadata(metadata: str | None) -> Any:
+    try:
+        return json.loads(metadata) if metadata else None
+    except (ValueError, RecursionError) as e:
+        raise PairError(422, "invalid_metadata", f"metadata is not JSON: {e}", item=0, field="metadata") from None
+
+
+def upload_pair(
+    request: Request,
+    image: UploadFile = File(description="PNG, JPEG or WebP"),
+    text: str = Form(),
+    id: str | None = Form(None),
+    metadata: str | None = Form(None, description="a JSON object"),
+    limits: Limits = Depends(get_limits),
+    registry: Registry = Depends(get_registry),
+    ingestor: Ingestor = Depends(get_ingestor),
+    gate: WriteGate = Depends(get_write_gate),
+) -> AcceptedOut:
+    """Queue one pair sent as multipart form data (text fields in UTF-8)."""
+    check_form_utf8(request.headers.get("content-type", ""), request.state.raw_body)
+    data = image.file.read(limits.max_image_bytes + 1)  # one byte over is enough to refuse
+    try:
+        pair = validate_fields(
+            id=id or None,
+            text=text,
+            image=data,
+            metadata=parse_metadata(metadata),
+            limits=limits,
+            budget=PixelBudget(limits),
+        )
+    except PairError as e:
+        raise e.at(0) from None
+    return enqueue([pair], registry, ingestor, gate)
+
+
+router.add_api_route(
+    "/upload",
+    upload_pair,
+    methods=["POST"],
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=WRITE_ERRORS,
+    route_class_override=RawBodyRoute,
+    dependencies=[Depends(form_body)],
+)

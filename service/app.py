@@ -25,8 +25,9 @@ from service.body_limit import BodyLimit
 from service.errors import install_error_handlers
 from service.ingest import Ingestor
 from service.observe import RequestObserver
+from service.pair_state import TrainedIds
 from service.registry import Registry
-from service.routers import dashboard, health, images, keys, pairs, phases, search, snapshots
+from service.routers import dashboard, health, images, keys, pair, pairs, phases, search, snapshots
 from service.serving import ServingState
 from service.settings import Settings, get_settings
 from service.timeline import Timeline
@@ -34,6 +35,7 @@ from service.timeline import Timeline
 ROUTERS: list[APIRouter] = [
     health.router,
     pairs.router,
+    pair.router,
     images.router,
     phases.router,
     search.router,
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.ingestor = Ingestor(settings)
     app.state.write_gate = WriteGate(settings)
     app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
+    app.state.trained = TrainedIds(settings.data_dir)
     app.state.auth = Auth(settings, app.state.registry)
     app.state.timeline = Timeline(
         app.state.registry, app.state.write_gate, settings.timeline_interval_s, settings.timeline_window_s

@@ -20,8 +20,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+from service import tombstones
 from service.validation import ID_PATTERN, ValidPair, sniff_content_type
 from trainer import layout
 from trainer.atomic import read_json, write_json_atomic
@@ -150,10 +151,17 @@ def read_records(data_dir: str | Path, phase: int) -> list[Record]:
     return [r for _, r in complete_lines(data)]
 
 
+def live_records(data_dir: str | Path, phase: int) -> list[Record]:
+    """The records of a phase that are not deleted (service.tombstones): what training,
+    replay, indexing and evaluation read."""
+    gone = tombstones.deleted(data_dir)
+    return [r for r in read_records(data_dir, phase) if r.id not in gone]
+
+
 class PhaseTail:
-    """Follows the phase buffers as they grow: `new()` returns the records written since
-    its last call, reading each file on from where it stopped (complete lines only), so
-    following a large gallery costs what was added, not what is there."""
+    """Follows the phase buffers as they grow: `new()` returns the live records written
+    since its last call, reading each file on from where it stopped (complete lines only),
+    so following a large gallery costs what was added, not what is there."""
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
@@ -173,9 +181,10 @@ class PhaseTail:
                     data = f.read(manifest["bytes"] - start if manifest else -1)
             except FileNotFoundError:
                 continue
-            end = start
+            end, gone = start, tombstones.deleted(self.data_dir)
             for line_end, record in complete_lines(data):
-                out.append((phase, record))
+                if record.id not in gone:
+                    out.append((phase, record))
                 end = start + line_end
             self.offsets[phase] = end
             if manifest is not None and end >= manifest["bytes"]:
@@ -227,10 +236,24 @@ def load_pair(data_dir: str | Path, record: Record, phase: int) -> BufferedPair:
 
 
 def iter_phase(data_dir: str | Path, phase: int, split: str | None = None) -> Iterator[BufferedPair]:
-    """The pairs of one phase (images loaded), optionally only one split."""
-    for record in read_records(data_dir, phase):
+    """The live pairs of one phase (images loaded), optionally only one split."""
+    for record in live_records(data_dir, phase):
         if split is None or record.split == split:
-            yield load_pair(data_dir, record, phase)
+            try:
+                yield load_pair(data_dir, record, phase)
+            except FileNotFoundError:
+                if record.id not in tombstones.deleted(data_dir):  # deleted while we read
+                    raise
+
+
+def live_images(data_dir: str | Path, records: Iterable[Record]) -> Iterator[tuple[str, bytes]]:
+    """(id, image bytes) of each record, skipping pairs deleted since they were read."""
+    for r in records:
+        try:
+            yield r.id, layout.in_data(data_dir, r.image).read_bytes()
+        except FileNotFoundError:
+            if r.id not in tombstones.deleted(data_dir):
+                raise
 
 
 def phase_pairs(data_dir: str | Path, phase: int, split: str | None = None) -> list[BufferedPair]:

@@ -47,6 +47,8 @@ return 0
 """
 DEL_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
+QUEUED_TTL_S = 86_400  # a pair queued longer than this has lagged a day: GET then says unknown
+
 
 def _chunks(items: Sequence[str], n: int = CHUNK) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), n):
@@ -81,6 +83,16 @@ class Registry:
     def add_ids(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(list(ids)):
             self.r.sadd(self.key("ids"), *chunk)
+
+    def mark_queued(self, ids: Sequence[str], ttl_s: int = QUEUED_TTL_S) -> None:
+        """Ids just produced to Kafka (GET /v1/pairs/{id} says `queued` until they are buffered)."""
+        pipe = self.r.pipeline(transaction=False)
+        for pair_id in ids:
+            pipe.set(self.key("queued", pair_id), 1, ex=ttl_s)
+        pipe.execute()
+
+    def queued(self, pair_id: str) -> bool:
+        return bool(self.r.exists(self.key("queued", pair_id)))
 
     # ------------------------------------------------------------ phases
 

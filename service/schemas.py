@@ -7,7 +7,7 @@ can grow without breaking older clients.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -29,13 +29,55 @@ class PairsIn(BaseModel):
     pairs: list[PairIn]
 
 
+PAIR_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+PairStep = Literal["unknown", "queued", "buffered", "searchable", "trained", "deleted"]
+
+
+class Searchable(BaseModel):
+    snapshot: int
+    index: int
+
+
+class PairState(BaseModel):
+    """Where a pair is (service.pair_state): `state` is the furthest step reached."""
+
+    id: str
+    state: PairStep
+    phase: int | None = Field(None, description="the phase buffer it was written to")
+    searchable: Searchable | None = Field(None, description="the served (snapshot, index) that holds it")
+    trained_in: list[int] = Field([], description="snapshots whose phase trained on it (its own, or as replay)")
+
+
 class Accepted(BaseModel):
     id: str
-    status: Literal["queued", "duplicate"]
+    status: Literal["queued", "duplicate", "deleted"]
 
 
 class AcceptedOut(BaseModel):
     accepted: list[Accepted]
+    states: list[PairState] | None = Field(None, description="with `wait`: where each pair is when this answers")
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ids: list[Annotated[str, Field(pattern=PAIR_ID)]] | None = Field(
+        None, max_length=10_000, description="pair ids to delete"
+    )
+    filter: dict[str, Any] | None = Field(None, description="delete every buffered pair whose metadata matches")
+
+    @model_validator(mode="after")
+    def one_selector(self):
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of 'ids' or 'filter'")
+        if self.filter is not None and not self.filter:
+            raise ValueError("an empty filter would delete everything: name at least one metadata key")
+        return self
+
+
+class Deleted(BaseModel):
+    deleted: list[str] = Field(description="ids deleted by this request")
+    already_deleted: list[str] = Field(description="ids that were deleted before (nothing changed)")
 
 
 # ---------------------------------------------------------------- search

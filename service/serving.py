@@ -90,20 +90,33 @@ class ServedHolder:
 
 
 class Catalog:
-    """id -> (text, metadata) of every buffered pair, read incrementally."""
+    """id -> (text, metadata) and id -> phase of every live buffered pair, read incrementally."""
 
     def __init__(self, data_dir: Path):
         self.tail = buffer.PhaseTail(data_dir)
         self.entries: dict[str, tuple[str, dict]] = {}
+        self.phases: dict[str, int] = {}
 
     def refresh(self) -> None:
-        for _, r in self.tail.new():
+        for phase, r in self.tail.new():
             self.entries[r.id] = (r.text, r.metadata)
+            self.phases[r.id] = phase
 
     def get(self, pair_id: str) -> tuple[str, dict]:
         if pair_id not in self.entries:
             self.refresh()
         return self.entries.get(pair_id, ("", {}))
+
+    def phase(self, pair_id: str) -> int | None:
+        """The phase buffer holding `pair_id`, None if it is not buffered (yet)."""
+        if pair_id not in self.phases:
+            self.refresh()
+        return self.phases.get(pair_id)
+
+    def matching(self, wanted: dict) -> list[str]:
+        """The buffered ids whose metadata has every key -> value of `wanted`."""
+        self.refresh()
+        return [pid for pid, (_, meta) in self.entries.items() if all(meta.get(k) == v for k, v in wanted.items())]
 
 
 class ServingState:

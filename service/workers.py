@@ -49,7 +49,7 @@ class PhaseTrainPairs(Sequence):
 
     def __init__(self, data_dir: Path, phase: int):
         self.data_dir, self.phase = data_dir, phase
-        self.records = [r for r in buffer.read_records(data_dir, phase) if r.split == "train"]
+        self.records = [r for r in buffer.live_records(data_dir, phase) if r.split == "train"]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -220,7 +220,7 @@ class IndexerWorker:
         not hold yet, as (id, image bytes) and (id, caption) streams."""
         fresh = [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())]
         return {
-            "image": ((r.id, layout.in_data(self.s.data_dir, r.image).read_bytes()) for r in fresh),
+            "image": buffer.live_images(self.s.data_dir, fresh),
             "text": [(r.id, r.text) for r in fresh],
         }
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from service import tombstones
 from service.buffer import (
     Incoming,
     PhaseInfo,
@@ -52,6 +53,7 @@ class AppendResult:
     duplicates: list[str] = field(default_factory=list)
     sealed: list[dict] = field(default_factory=list)  # manifests of phases sealed on the way
     poison: list[tuple[Incoming, str]] = field(default_factory=list)  # (item, why it cannot be written)
+    deleted: list[str] = field(default_factory=list)  # ids deleted while they were queued: not written
 
 
 class PhaseBuffer:
@@ -184,10 +186,13 @@ class PhaseBuffer:
         return self._guarded(lambda: self._append(batch))
 
     def _append(self, batch: Sequence[Incoming]) -> AppendResult:
-        result, fresh, seen = AppendResult(), [], set()
+        result, fresh, seen, gone = AppendResult(), [], set(), tombstones.deleted(self.data_dir)
         for item in batch:
             if item.pair.id in self.known or item.pair.id in seen:
                 result.duplicates.append(item.pair.id)
+                continue
+            if item.pair.id in gone:
+                result.deleted.append(item.pair.id)
                 continue
             try:
                 record = self._record(item)
@@ -207,7 +212,16 @@ class PhaseBuffer:
             result.written.extend(record for _, record, _ in chunk)
             if self.n_open >= self.phase_size:
                 result.sealed.append(self._seal("size", None))
+        self._drop_deleted_images(result.written)
         return result
+
+    def _drop_deleted_images(self, written: Sequence[Record]) -> None:
+        """A pair deleted while this batch was written: its tombstone is on disk, so the API
+        removed the image before this write or this check sees the tombstone and removes it."""
+        gone = tombstones.deleted(self.data_dir)
+        for record in written:
+            if record.id in gone:
+                layout.in_data(self.data_dir, record.image).unlink(missing_ok=True)
 
     def _record(self, item: Incoming) -> Record:
         pair = item.pair

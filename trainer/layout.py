@@ -17,6 +17,7 @@
       indexes/text/v<snapshot:06d>/     the gallery's captions, same layout
       work/phase-<phase:06d>/           the trainer's mid-phase checkpoint
       serving.json                      the serving pointer {"snapshot", "index"} (service.status)
+      tombstones.jsonl                  deleted pair ids, appended + fsynced (service.tombstones)
       keys.json, keys.json.lock         API keys and the flock of whoever changes them (service.keys)
       admin.key                         the admin secret `modx up` makes (mode 0600)
       logs/                             the roles' logs under `modx up` (unless MODX_LOG_DIR)
@@ -35,6 +36,7 @@ from pathlib import Path
 
 IMAGES, PHASES, SNAPSHOTS, INDEXES, WORK, LOGS = "images", "phases", "snapshots", "indexes", "work", "logs"
 SERVING_FILE, KEYS_FILE, ADMIN_KEY_FILE = "serving.json", "keys.json", "admin.key"
+TOMBSTONES_FILE = "tombstones.jsonl"
 # in a phase directory
 PAIRS_FILE, MANIFEST_FILE, STATUS_FILE, WRITER_LOCK = "pairs.jsonl", "manifest.json", "status.json", ".writer.lock"
 # in a snapshot directory (STATUS_FILE too)
@@ -177,6 +179,10 @@ def segment_name(n: int) -> str:
 
 def serving_file(data_dir: str | Path) -> Path:
     return Path(data_dir) / SERVING_FILE
+
+
+def tombstones_file(data_dir: str | Path) -> Path:
+    return Path(data_dir) / TOMBSTONES_FILE
 
 
 # ---------------------------------------------------------------- keys, logs, disk checks

@@ -23,5 +23,5 @@ def get_image(pair_id: str, settings: Settings = Depends(get_settings)) -> Respo
     return Response(
         data,
         media_type=content_type,
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
     )

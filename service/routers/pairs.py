@@ -11,27 +11,32 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from python_multipart import parse_form
 from redis import RedisError
 
-from service import metrics
+from service import metrics, tombstones
 from service.auth import AUTH_RESPONSES, require
 from service.backpressure import WriteGate
-from service.deps import form_body, get_ingestor, get_limits, get_registry, get_write_gate, json_body
+from service.deps import form_body, get_ingestor, get_limits, get_registry, get_settings, get_write_gate, json_body
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
+from service.pair_state import pair_state
 from service.registry import Registry
 from service.schemas import Accepted, AcceptedOut, PairsIn
+from service.settings import Settings
 from service.validation import Limits, PairError, PixelBudget, ValidPair, check_count, validate_batch, validate_fields
 
 log = logging.getLogger("modx.api")
 router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")], responses=AUTH_RESPONSES)
 WRITE_ERRORS = responses(400, 401, 403, 413, 415, 422, 429, 503)
 FORM_TEXT_FIELDS = ("text", "id", "metadata")
+MAX_WAIT_S, WAIT_POLL_S = 60.0, 0.1
 
 
 class RawBodyRoute(APIRoute):
@@ -83,13 +88,16 @@ def already_buffered(registry: Registry, ids: list[str]) -> list[bool]:
         return [False] * len(ids)
 
 
-def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate: WriteGate) -> AcceptedOut:
+def enqueue(
+    pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate: WriteGate, data_dir: Path
+) -> AcceptedOut:
     gate.check()  # 429 while the consumer lags or the disk is nearly full: nothing produced
     known = already_buffered(registry, [p.id for p in pairs])
+    gone = tombstones.deleted(data_dir)  # a deleted id stays deleted
     seen: set[str] = set()
     statuses = []
     for pair, is_known in zip(pairs, known):
-        statuses.append("duplicate" if is_known or pair.id in seen else "queued")
+        statuses.append("deleted" if pair.id in gone else "duplicate" if is_known or pair.id in seen else "queued")
         seen.add(pair.id)
     fresh = [p for p, s in zip(pairs, statuses) if s == "queued"]
     try:
@@ -97,23 +105,60 @@ def enqueue(pairs: list[ValidPair], registry: Registry, ingestor: Ingestor, gate
     except ProduceError as e:
         metrics.INGEST_PRODUCE_ERRORS.inc()
         raise api_error(503, "kafka_unavailable", f"{e}; retry with the same ids") from None
+    try:
+        registry.mark_queued([p.id for p in fresh])
+    except RedisError as e:  # only GET /v1/pairs/{id} loses sight of them until they are buffered
+        log.warning("queued ids not recorded, Redis unavailable: %s", e)
     metrics.INGEST_ACCEPTED.inc(len(fresh))
     metrics.INGEST_DUPLICATES.inc(len(pairs) - len(fresh))
     return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=WRITE_ERRORS, dependencies=[Depends(json_body)])
+def wait_searchable(out: AcceptedOut, response: Response, request: Request, timeout_s: float) -> AcceptedOut:
+    """Poll until every pair that is not deleted is searchable (200), or answer 202 with the
+    states at the timeout."""
+    serving, registry, trained = request.app.state.serving, request.app.state.registry, request.app.state.trained
+    ids = [a.id for a in out.accepted if a.status != "deleted"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = [pair_state(i, serving, registry, trained) for i in ids]
+        if all(s.searchable is not None for s in states):
+            response.status_code = 200
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(WAIT_POLL_S)
+    return out.model_copy(update={"states": states})
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses={200: {"model": AcceptedOut, "description": "with wait=searchable: every pair is searchable"}}
+    | WRITE_ERRORS,
+    dependencies=[Depends(json_body)],
+)
 def post_pairs(
     body: PairsIn,
+    request: Request,
+    response: Response,
     limits: Limits = Depends(get_limits),
     registry: Registry = Depends(get_registry),
     ingestor: Ingestor = Depends(get_ingestor),
     gate: WriteGate = Depends(get_write_gate),
+    settings: Settings = Depends(get_settings),
+    wait: Literal["searchable"] | None = Query(None, description="answer once the pairs are searchable"),
+    timeout: float = Query(10.0, gt=0, le=MAX_WAIT_S, description="seconds `wait` waits at most"),
 ) -> AcceptedOut:
-    """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`."""
+    """Queue a batch of pairs: `{"pairs": [{"id"?, "text", "image": base64, "metadata"?}]}`.
+
+    With `?wait=searchable&timeout=S` the answer comes once every pair is searchable (200),
+    or after S seconds (202) with each pair's state, as Qdrant's `wait=true` does."""
     check_count(len(body.pairs), limits)
     pairs = validate_batch([p.model_dump() for p in body.pairs], limits)
-    return enqueue(pairs, registry, ingestor, gate)
+    out = enqueue(pairs, registry, ingestor, gate, settings.data_dir)
+    return wait_searchable(out, response, request, timeout) if wait else out
 
 
 def parse_metadata(metadata: str | None) -> Any:
@@ -133,6 +178,7 @@ def upload_pair(
     registry: Registry = Depends(get_registry),
     ingestor: Ingestor = Depends(get_ingestor),
     gate: WriteGate = Depends(get_write_gate),
+    settings: Settings = Depends(get_settings),
 ) -> AcceptedOut:
     """Queue one pair sent as multipart form data (text fields in UTF-8)."""
     check_form_utf8(request.headers.get("content-type", ""), request.state.raw_body)
@@ -148,7 +194,7 @@ def upload_pair(
         )
     except PairError as e:
         raise e.at(0) from None
-    return enqueue([pair], registry, ingestor, gate)
+    return enqueue([pair], registry, ingestor, gate, settings.data_dir)
 
 
 router.add_api_route(

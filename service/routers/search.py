@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException
 
 from indexer.encoders import SnapshotEncoders
-from service import metrics
+from service import metrics, tombstones
 from service.auth import AUTH_RESPONSES, require
 from service.buffer import read_image
 from service.deps import get_limits, get_serving, get_settings, json_body
@@ -51,6 +52,15 @@ def stored_image(data_dir: Path, pair_id: str) -> bytes:
         raise api_error(404, "not_found", f"no pair with id {pair_id!r}", id=pair_id) from None
 
 
+def hit_filter(state: ServingState, wanted: dict) -> Callable[[str], bool] | None:
+    """Which hits may be returned: never a deleted pair (service.tombstones), and only those
+    whose metadata has every key -> value of `wanted`. None when every hit may."""
+    gone = tombstones.deleted(state.data_dir)
+    if not gone and not wanted:
+        return None
+    return lambda pid: pid not in gone and all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())
+
+
 def encode_query(encoders: SnapshotEncoders, req: SearchRequest, image: bytes | None) -> np.ndarray:
     if image is None:
         return encoders.text([req.text])
@@ -79,8 +89,7 @@ def search(
     query = encode_query(serving.encoders, req, image)
     t1 = time.perf_counter()
     metrics.SEARCH_ENCODE_SECONDS.labels("text" if image is None else "image").observe(t1 - t0)
-    wanted = req.filter or {}
-    filter_fn = (lambda pid: all(state.catalog.get(pid)[1].get(k) == v for k, v in wanted.items())) if wanted else None
+    filter_fn = hit_filter(state, req.filter or {})
     index = serving.index if req.target == "image" else serving.texts
     if index is None:
         raise api_error(503, "not_ready", "no caption index is loaded for this snapshot yet")

@@ -1,1 +1,0 @@
-"""One router per resource; `service.app.ROUTERS` lists the default ones."""

@@ -3,7 +3,7 @@
     python -m bench.train_step --model ViT-B-32 --batch 512 --device cuda --peak-tflops 780
     python -m bench.train_step --preset cpu            # tiny model, anyone can run it
 
-All variants run in one process on the same random batch through trainer.phase.phase_loss
+All variants run in one process on the same random batch through trainer.objective.phase_loss
 (the code that trains). Reports ms/step, samples/s, peak memory, and MFU = model FLOPs per
 step (counted by torch's FlopCounterMode on one step) / step time / the device's measured
 bf16 GEMM rate. Writes JSON with the machine and the command. `modx-expert`: half the batch is
@@ -23,8 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import apply_preset, command, machine, write_result
 from trainer.config import TrainConfig
+from trainer.loop import make_optimizer
 from trainer.model import clamp_logit_scale, create_model
-from trainer.phase import freeze, make_optimizer, phase_loss
+from trainer.objective import phase_loss
+from trainer.phase import freeze
 
 PRESETS = {
     "cpu": dict(model="modx-tiny", batch=64, steps=10, warmup=3, device="cpu"),
@@ -127,7 +129,7 @@ def result_row(variant: str, args, seconds: float, flops: float, opt) -> dict:
         "samples_per_s": round(args.batch / seconds, 1),
         "tflop_per_step": round(flops / 1e12, 4),
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
-        "fused_adamw": bool(opt.defaults.get("fused")),  # trainer.phase.make_optimizer: fused on CUDA
+        "fused_adamw": bool(opt.defaults.get("fused")),  # trainer.loop.make_optimizer: fused on CUDA
         "compiled": bool(args.compile),
     }
     if args.peak_tflops:

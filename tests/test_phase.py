@@ -8,16 +8,10 @@ from safetensors.torch import load_file
 
 from trainer.config import TrainConfig
 from trainer.datasets.synthetic import SyntheticDataset
+from trainer.loop import batches, make_optimizer
 from trainer.losses import modx_loss
 from trainer.model import create_model
-from trainer.phase import (
-    batches,
-    freeze,
-    make_optimizer,
-    prepare,
-    teacher_cache,
-    train_phase,
-)
+from trainer.phase import freeze, prepare, teacher_cache, train_phase
 from trainer.snapshot import TRAINED, initial_snapshot, load_snapshot, read_record, save_snapshot
 
 

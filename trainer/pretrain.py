@@ -3,7 +3,7 @@
     pretrain(out, dataset, model_name, cfg) -> out/   (a snapshot directory)
 
 Plain contrastive (InfoNCE) training from random weights on the `train` pairs of every
-set of an IconDataset, with trainer.phase's batching, learning-rate schedule, optimiser
+set of an IconDataset, with trainer.loop's batching, learning-rate schedule, optimiser
 and loss. The result is a snapshot (trainer.snapshot): open_clip loads it with
 `create_model_and_transforms("local-dir:" + out)`, and `MODX_PRETRAINED=out` (with the
 same `MODX_MODEL`) starts the service's CLIP_0 from it. Its snapshot.json records the
@@ -29,21 +29,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from trainer import distributed
 from trainer.atomic import make_dirs
 from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import evaluate_model
-from trainer.model import clamp_logit_scale, create_model
-from trainer.phase import (
-    augment,
-    batches,
-    load_checkpoint,
-    lr_at,
-    make_optimizer,
-    phase_loss,
-    save_checkpoint,
-    steps_per_epoch,
-)
+from trainer.loop import augment, epoch_plan, make_optimizer, run_steps
+from trainer.model import create_model
+from trainer.objective import phase_loss
 from trainer.snapshot import save_snapshot
 
 log = logging.getLogger("modx.pretrain")
@@ -149,10 +142,18 @@ def pretrain(
         raise ValueError(f"pretraining needs at least 2 train pairs, the corpus has {len(pairs)}")
     corpus = corpus_tensors(pairs, image_size(model), tokenizer)
     stats = _train(model, corpus, cfg, work_dir / CHECKPOINT, resume_key(model_name, cfg, corpus), on_step, progress)
+    if distributed.is_main():  # under torchrun rank 0 alone evaluates and publishes
+        _publish(model, preprocess, tokenizer, dataset, out, model_name, cfg, stats)
+        (work_dir / CHECKPOINT).unlink(missing_ok=True)
+    distributed.barrier()
+    return out
+
+
+def _publish(model, preprocess, tokenizer, dataset, out: Path, model_name: str, cfg: TrainConfig, stats: dict):
     evaluation = evaluate_corpus(model, preprocess, tokenizer, dataset)
     info = dict(dataset.info())
     info.pop("cache_dir", None)
-    path = save_snapshot(
+    save_snapshot(
         model,
         out,
         model_name=model_name,
@@ -163,8 +164,6 @@ def pretrain(
         hparams=cfg.to_dict(),
         extra={"train": stats, "corpus": info, "evaluation": evaluation},
     )
-    (work_dir / CHECKPOINT).unlink(missing_ok=True)
-    return path
 
 
 def _train(model, corpus: Corpus, cfg: TrainConfig, ckpt: Path, key: str, on_step, progress: bool) -> dict:
@@ -172,39 +171,31 @@ def _train(model, corpus: Corpus, cfg: TrainConfig, ckpt: Path, key: str, on_ste
     model.train()
     optimizer = make_optimizer(model, cfg, device)
     normalise = normaliser(model)
-    total = cfg.epochs * steps_per_epoch(len(corpus), cfg.batch_size)
-    start = load_checkpoint(ckpt, model, optimizer, key)
-    bar = _bar(total, start, progress)
-    step, last_loss, t0 = 0, float("nan"), time.perf_counter()
-    for epoch in range(cfg.epochs):
-        for idx in batches(len(corpus), cfg.batch_size, cfg.seed, epoch):
-            if step < start:
-                step += 1
-                continue
-            t_step = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg) * group["lr_mult"]
-            images = normalise(corpus.images[idx].to(device, non_blocking=True))
-            if cfg.augment:
-                images = augment(images, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-            loss = phase_loss(model, model, images, corpus.tokens[idx].to(device, non_blocking=True), cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            clamp_logit_scale(model)
-            step, last_loss = step + 1, loss.item()
-            bar(step, last_loss)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                save_checkpoint(ckpt, step, model, optimizer, key)
-            if on_step:
-                on_step({"step": step, "total": total, "loss": last_loss, "seconds": time.perf_counter() - t_step})
-    return {
-        "steps": total,
-        "resumed_at": start,
-        "pairs": len(corpus),
-        "final_loss": last_loss,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    wrapped = distributed.wrap(model, device)
+
+    def batch_loss(step: int, idx: torch.Tensor) -> torch.Tensor:
+        mine = distributed.shard(idx)
+        images = normalise(corpus.images[mine].to(device, non_blocking=True))
+        if cfg.augment:
+            images = augment(images, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+        return phase_loss(wrapped, model, images, corpus.tokens[mine].to(device, non_blocking=True), cfg)
+
+    t0 = time.perf_counter()
+    plan = epoch_plan(len(corpus), cfg)
+    run = run_steps(
+        model,
+        wrapped,
+        optimizer,
+        plan,
+        cfg,
+        batch_loss,
+        ckpt=ckpt,
+        key=key,
+        on_step=on_step,
+        desc="pretrain",
+        progress=progress,
+    )
+    return {"steps": len(plan), **run, "pairs": len(corpus), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def evaluate_corpus(model, preprocess, tokenizer, dataset) -> dict:
@@ -262,21 +253,3 @@ def summary(record: dict) -> str:
             n = sum(ev[split]["pairs"].values())
             lines.append(f"held-out {split} concepts ({n} pairs): R@1 {ev[split]['mean_r1']:.3f} (mean over sets)")
     return "\n".join(lines)
-
-
-def _bar(total: int, start: int, progress: bool):
-    """A tqdm bar (on a terminal) plus a log line every tenth of the run."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, initial=start, desc="pretrain", disable=None if progress else True, leave=False)
-    every = max(1, total // 10)
-
-    def update(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        if step % every == 0 or step == total:
-            log.info("pretrain step=%d total=%d loss=%.4f", step, total, loss)
-        if step >= total:
-            bar.close()
-
-    return update

@@ -96,12 +96,16 @@ def simulate(
         "every combination runs, the best on validation is chosen",
     ),
     work_dir: Optional[Path] = typer.Option(None, help="where snapshots go (default: a temp dir); reruns reuse them"),
+    nproc: int = typer.Option(
+        1, min=1, help="data-parallel ranks to start (gloo on CPU, one GPU each on CUDA); or run under torchrun"
+    ),
     verbose: bool = typer.Option(False),
     recipe=None,
 ):
     """Run the continual protocol offline and print the recall table (or a sweep's front).
 
     With no recipe option it runs the default recipe, the one the service's trainer runs."""
+    from trainer import distributed
     from trainer.datasets import get_dataset
     from trainer.simulate import simulate as run
     from trainer.simulate import table
@@ -120,11 +124,17 @@ def simulate(
         work_dir=work_dir,
         pretrained=pretrained,
     )
+    fn, args = (run_sweep, (data, cfg, _parse_sweep(sweep))) if sweep else (run, (data, cfg))
+    if nproc > 1:
+        result = distributed.spawn(fn, nproc, *args, device=cfg.device, **kw)
+    else:
+        distributed.init(cfg.device)  # under torchrun: join the other ranks
+        result = fn(*args, **kw)
+        if not distributed.is_main():
+            return
     if sweep:
-        result = run_sweep(data, cfg, _parse_sweep(sweep), **kw)
         report = sweep_table(result) + "\n\nchosen recipe:\n" + table(result["results"][result["chosen"]])
     else:
-        result = run(data, cfg, **kw)
         report = table(result)
     out.write_text(json.dumps(result, indent=1))
     typer.echo(report)

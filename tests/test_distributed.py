@@ -7,14 +7,20 @@ global batch, the weights after a few steps, EWC's Fisher, and a resume of a che
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from service.cli import app
 from tests.distributed_jobs import GLOBAL_BATCH, RECIPES, Stop, grads_of_one_batch, run_jobs, train
 from trainer import distributed
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.phase import train_phase
+from trainer.simulate import accuracy_matrix
 from trainer.snapshot import initial_snapshot, read_record
 
 RANKS = 2
@@ -86,3 +92,20 @@ def test_both_ranks_resume_from_rank_0s_checkpoint(setup):
     for name, w in single.items():
         torch.testing.assert_close(double[name], w, rtol=0, atol=2e-5, msg=name)
     assert not (tmp / "crashed" / "checkpoint.pt").exists()  # rank 0 removed it with the snapshot
+
+
+def test_simulate_on_two_ranks_gives_the_one_process_recall_table(tmp_path):
+    """`modx simulate --nproc 2` (it spawns the ranks) against `--nproc 1`, Mod-X with replay."""
+    recipe = ["--method", "modx", "--phases", "2", "--epochs", "1", "--first-epochs", "3", "--batch-size", "64"]
+    results, tables = {}, {}
+    for n in (1, 2):
+        out = tmp_path / f"nproc{n}.json"
+        args = [*recipe, "--nproc", str(n), "--out", str(out), "--work-dir", str(tmp_path / f"work{n}")]
+        res = CliRunner().invoke(app, ["simulate", *args])
+        assert res.exit_code == 0, res.output
+        results[n], tables[n] = json.loads(out.read_text()), res.output
+    one, two = (accuracy_matrix(results[n]["phases"], results[n]["domains"]) for n in (1, 2))
+    assert one.shape == (2, 2) and np.abs(one - two).max() <= 0.03, (tables[1], tables[2])
+    assert results[2]["phases"][1]["train"]["ranks"] == 2 and "ranks" not in results[1]["phases"][1]["train"]
+    losses = [results[n]["phases"][1]["train"]["final_loss"] for n in (1, 2)]
+    assert abs(losses[0] - losses[1]) < 1e-3 * abs(losses[0]), losses

@@ -57,21 +57,17 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device: str = "cpu") -> str:
-    """Join torchrun's process group (nccl on CUDA, gloo on CPU) and return the device
-    this rank trains on ("cuda:LOCAL_RANK" on GPU hosts). Idempotent; a no-op alone."""
+def init(device: str = "cpu") -> None:
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU); on CUDA this rank's GPU
+    (LOCAL_RANK) becomes the current device, so "cuda" means it. Idempotent; a no-op alone."""
     global _control
-    if not launched():
-        return device
+    if not launched() or active():
+        return
     cuda = torch.device(device).type == "cuda"
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if not active():
-        dist.init_process_group("nccl" if cuda else "gloo")
-        _control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
-    return device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    _control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
 
 
 def close() -> None:
@@ -155,7 +151,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index or 0] if device.type == "cuda" else None
+    ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
@@ -175,23 +171,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn: Callable, nproc: int, *args, device: str = "cpu"):
-    """Run `fn(*args)` on `nproc` local ranks, as `torchrun --nproc_per_node nproc` would
-    (gloo on CPU, nccl on CUDA), and return rank 0's result. `fn` must be importable."""
+def spawn(fn: Callable, nproc: int, *args, device: str = "cpu", **kwargs):
+    """Run `fn(*args, **kwargs)` on `nproc` local ranks, as `torchrun --nproc_per_node nproc`
+    would (gloo on CPU, nccl on CUDA), and return rank 0's result. `fn` must be importable."""
     if nproc == 1:
-        return fn(*args)
+        return fn(*args, **kwargs)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="modx-ranks-") as tmp:
         result = Path(tmp) / "result.pt"
-        torch.multiprocessing.spawn(_rank_main, args=(nproc, port, device, fn, args, result), nprocs=nproc)
+        torch.multiprocessing.spawn(_rank_main, args=(nproc, port, device, fn, args, kwargs, result), nprocs=nproc)
         return torch.load(result, weights_only=False)
 
 
-def _rank_main(local_rank: int, nproc: int, port: int, device: str, fn: Callable, args: tuple, result: Path) -> None:
+def _rank_main(local_rank: int, nproc: int, port: int, device: str, fn, args: tuple, kwargs: dict, result: Path):
     env = {"RANK": local_rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}
     os.environ.update({k: str(v) for k, v in env.items()}, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     init(device)
-    out = fn(*args)  # an exception ends this process; spawn then ends the others
+    out = fn(*args, **kwargs)  # an exception ends this process; spawn then ends the others
     if is_main():
         torch.save(out, result)
     close()

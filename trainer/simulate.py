@@ -11,6 +11,11 @@ its train split for retention); drift is measured on all probes between phases.
 Snapshots are cached under the work directory by a digest of everything that determines
 them (dataset, model, recipe), so CLIP_0 is trained once per seed and shared by every
 method and sweep point, and a rerun resumes where it stopped.
+
+Under torch.distributed (torchrun, or `modx simulate --nproc N`, which spawns the ranks)
+every rank runs the same protocol: phases train data-parallel (trainer.phase), rank 0
+writes every file into the one work directory (the others wait, then read them), and
+every rank evaluates, so each returns the same result.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.data import Dataset, Pair
 from trainer.evaluate import evaluate, transition_drift
@@ -88,13 +94,15 @@ def simulate(
     """Run the protocol; return the result JSON (see README) as a dict."""
     domains = list(dataset.domains[: phases or len(dataset.domains)])
     sets = evaluation_sets(dataset, domains)
-    work = Path(work_dir or tempfile.mkdtemp(prefix="modx-sim-"))
+    work_dir = work_dir or (tempfile.mkdtemp(prefix="modx-sim-") if distributed.is_main() else None)
+    work = Path(distributed.broadcast(str(work_dir)))  # one work directory for every rank
     data_key = dataset_key(dataset)
     cfg0 = clip0_config(cfg, first_epochs, first_lr)
     joint = joint_config(cfg, joint_epochs or cfg.epochs)
     base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
     base.mkdir(parents=True, exist_ok=True)
-    init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
+    with distributed.main_first():
+        init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
     clip0 = _trained(
         base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out, version=0, phase=0)
     )
@@ -164,10 +172,11 @@ def simulate(
 def _expert_store(snapshot: Path, out: Path, seen: list[Pair], cfg: TrainConfig):
     """The experts the accepted `snapshot` contributes: its phase's pairs (and, with
     `expert_refresh`, the pairs it replayed), embedded by it; kept at `out`."""
-    if not out.exists():
-        trained = json.loads((snapshot / TRAINED).read_text())
-        ids = set(trained["pairs"]) | (set(trained["replayed"]) if cfg.expert_refresh else set())
-        save_experts(embed_experts(snapshot, [p for p in seen if p.id in ids], cfg.device), out)
+    with distributed.main_first():
+        if not out.exists():
+            trained = json.loads((snapshot / TRAINED).read_text())
+            ids = set(trained["pairs"]) | (set(trained["replayed"]) if cfg.expert_refresh else set())
+            save_experts(embed_experts(snapshot, [p for p in seen if p.id in ids], cfg.device), out)
     return load_experts(out)
 
 

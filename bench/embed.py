@@ -2,6 +2,7 @@
 
     python -m bench.embed --preset cpu                 # modx-tiny, 2000 images, CPU
     python -m bench.embed --preset gpu --out bench/results/embed-gpu.json   # ViT-B-32 on CUDA, 100k images
+    python -m bench.embed --preset gpu --shards 4   # sharded re-embedding: one encoder per GPU, cuda:0..3
 
 The gallery is generated in memory as (id, PNG bytes) records: random shapes over a noisy
 background at --image-size px (a pool of --unique distinct images repeated under distinct
@@ -20,6 +21,7 @@ rates (past 200k vectors `auto` builds IVF, whose training is not linear in n).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 import time
@@ -112,6 +114,13 @@ def judge(rows: list[dict]) -> tuple[str, dict]:
     return bound, {"images": TARGET_IMAGES, "seconds": TARGET_S, "projected_s": projected, "met": projected <= TARGET_S}
 
 
+def shard_encoders(model, preprocess, args) -> list[SnapshotImageEncoder]:
+    """One copy of the image tower per shard worker: on cuda:k with --device cuda, else all on --device."""
+    cuda = torch.device(args.device).type == "cuda"
+    devices = [f"cuda:{k}" for k in range(args.shards)] if cuda else [args.device] * args.shards
+    return [SnapshotImageEncoder(copy.deepcopy(model).to(d).eval(), preprocess, args.batch) for d in devices]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
@@ -124,6 +133,9 @@ def main(argv=None) -> dict:
     p.add_argument("--encode-images", type=int, default=4096, help="preprocessed images kept for the encode stage")
     p.add_argument("--kind", default="auto", help="index kind for reindex and the index-build stage")
     p.add_argument("--device")
+    p.add_argument(
+        "--shards", type=int, default=1, help="re-embedding workers, one encoder each (one GPU each on cuda)"
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     apply_preset(args, PRESETS[args.preset or "cpu"])
@@ -140,7 +152,7 @@ def main(argv=None) -> dict:
         index = reindex(
             0,
             records,
-            encoder,
+            shard_encoders(model, preprocess, args) if args.shards > 1 else encoder,
             Path(tmp) / "reindex",
             args.kind,
             batch_size=args.batch,
@@ -161,7 +173,7 @@ def main(argv=None) -> dict:
     print(
         f"{args.model} on {args.device}: {args.images} PNG images of {args.image_size} px "
         f"({len(records[0][1]) // 1024} KiB each), batch {args.batch}, {args.workers} decode workers, "
-        f"torch threads {torch.get_num_threads()}, index {index.kind} ({index.backend})"
+        f"torch threads {torch.get_num_threads()}, {args.shards} shard worker(s), index {index.kind} ({index.backend})"
     )
     print(f"{'stage':<13}{'images':>9}{'seconds':>10}{'images/s':>11}{'1M images s':>13}")
     for r in rows:

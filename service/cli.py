@@ -214,12 +214,21 @@ def consumer(verbose: bool = typer.Option(False)):
 
 @app.command()
 def trainer(verbose: bool = typer.Option(False)):
-    """Train one snapshot per sealed phase (teacher = the serving snapshot)."""
+    """Train one snapshot per sealed phase (teacher = the serving snapshot).
+
+    Under `torchrun --nproc_per_node N`, rank 0 runs the worker and the other ranks join
+    each phase's data-parallel training (trainer.distributed.follow)."""
     from service.settings import Settings
     from service.workers import run_trainer
+    from trainer import distributed
 
     setup_logging(verbose, "trainer")
-    run_trainer(Settings(), _stop_on_signals())
+    settings = Settings()
+    distributed.init(settings.device)
+    if not distributed.is_main():
+        return distributed.follow()
+    with distributed.leading():
+        run_trainer(settings, _stop_on_signals())
 
 
 @app.command()

@@ -8,6 +8,8 @@ from pathlib import Path
 import open_clip.loss
 import torch
 
+from indexer.encoders import SnapshotEncoders
+from indexer.gallery import reindex
 from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.loop import batches
@@ -89,10 +91,27 @@ def check_gather() -> dict:
     }
 
 
+def gallery(pairs) -> list[tuple[str, bytes]]:
+    """21 records (ragged over 2 ranks), one id repeated across the shard boundary."""
+    recs = [(p.id, p.image) for p in pairs[:20]]
+    return recs[:10] + [recs[12]] + recs[10:]
+
+
+def reindex_gallery(parent, pairs, out: Path):
+    """The gallery's flat index under the parent's image tower: (ids, vectors)."""
+    index = reindex(0, gallery(pairs), SnapshotEncoders.load(parent).image, out, kind="flat", batch_size=4)
+    return index.ids, index.raw.reconstruct_n(0, index.size)
+
+
 def run_jobs(parent, pairs, out: Path, crashed: Path) -> dict:
     """Every distributed job of the test, on each rank; rank 0's results are returned."""
     torch.set_num_threads(1)
-    result = {"gather": check_gather(), "grads": {}, "train": {}}
+    result = {
+        "gather": check_gather(),
+        "grads": {},
+        "train": {},
+        "reindex": reindex_gallery(parent, pairs, out / "index"),
+    }
     for method in ("ct", "modx"):
         loss, grads = grads_of_one_batch(parent, pairs, method)
         result["grads"][method] = {"loss": loss, "grads": grads}
@@ -100,6 +119,11 @@ def run_jobs(parent, pairs, out: Path, crashed: Path) -> dict:
         losses = []
         path = train(parent, pairs, method, out / method, losses=losses, work_dir=out / f"work-{method}")
         result["train"][method] = {"losses": losses, "out": path}
+    if distributed.is_main():  # as `modx trainer` under torchrun: rank 0 leads, the others follow
+        with distributed.leading():
+            result["led"] = train(parent, pairs, "ct", out / "led")
+    else:
+        distributed.follow()
     steps = []
     path = train(parent, pairs, "modx", out / "resumed", losses=steps, work_dir=crashed)
     result["resumed"] = {"first_step": len(result["train"]["modx"]["losses"]) - len(steps) + 1, "out": path}

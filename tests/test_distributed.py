@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from indexer.store import load_index
 from service.cli import app
-from tests.distributed_jobs import GLOBAL_BATCH, RECIPES, Stop, grads_of_one_batch, run_jobs, train
+from tests.distributed_jobs import GLOBAL_BATCH, RECIPES, Stop, grads_of_one_batch, reindex_gallery, run_jobs, train
 from trainer import distributed
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.phase import train_phase
@@ -81,6 +82,17 @@ def test_a_few_steps_on_two_ranks_match_one_process(setup, method):
             torch.testing.assert_close(f2[name], f, rtol=1e-3, atol=1e-9, msg=name)
 
 
+def test_rank_0_leads_the_training_and_the_others_follow(setup):
+    parent, pairs, tmp, ranks = setup
+    ref = tmp / "single-ct"
+    if not ref.exists():
+        train(parent, pairs, "ct", ref)
+    assert read_record(ranks["led"])["train"]["ranks"] == RANKS
+    single, led = load_file(ref / "model.safetensors"), load_file(ranks["led"] / "model.safetensors")
+    for name, w in single.items():
+        torch.testing.assert_close(led[name], w, rtol=0, atol=2e-5, msg=name)
+
+
 def test_both_ranks_resume_from_rank_0s_checkpoint(setup):
     parent, pairs, tmp, ranks = setup
     resumed = ranks["resumed"]
@@ -92,6 +104,16 @@ def test_both_ranks_resume_from_rank_0s_checkpoint(setup):
     for name, w in single.items():
         torch.testing.assert_close(double[name], w, rtol=0, atol=2e-5, msg=name)
     assert not (tmp / "crashed" / "checkpoint.pt").exists()  # rank 0 removed it with the snapshot
+
+
+def test_two_ranks_re_embed_the_gallery_into_the_one_worker_index(setup):
+    parent, pairs, tmp, ranks = setup
+    ids, vectors = reindex_gallery(parent, pairs, tmp / "one-index")
+    two_ids, two_vectors = ranks["reindex"]
+    assert two_ids == ids and len(ids) == 20  # the repeated id kept once, where one worker keeps it
+    np.testing.assert_allclose(two_vectors, vectors, atol=1e-5)
+    saved = load_index(tmp / "ranks" / "index")  # written by rank 0, the shards' staging removed
+    assert saved.ids == ids and not (tmp / "ranks" / "index.shards").exists()
 
 
 def test_simulate_on_two_ranks_gives_the_one_process_recall_table(tmp_path):

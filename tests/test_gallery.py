@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from indexer.encoders import SnapshotImageEncoder, SnapshotTextEncoder
-from indexer.gallery import add_segment, embed_records, reindex
+from indexer.gallery import add_segment, embed_records, merge_shards, reindex, shard_bounds
 from indexer.store import apply_segments, load_index, segment_numbers
 from trainer.layout import index_dir
 
@@ -137,3 +137,39 @@ def test_caption_index_ranks_a_caption_first_for_itself(tmp_path, tiny):
     assert index.size == 6 and index_dir(tmp_path, 0, "text") == tmp_path / "indexes" / "text" / "v000000"
     queries = encode_texts(model, tokenizer, [text for _, text in captions])
     assert [hits[0][0] for hits in index.search(queries, 1)] == [pid for pid, _ in captions]
+
+
+# --------------------------------------------------------------------------- sharded re-embedding
+
+
+def stored(index):
+    return index.raw.reconstruct_n(0, index.size)
+
+
+def test_shard_bounds_are_contiguous_and_cover_every_record():
+    assert shard_bounds(5, 2) == [(0, 3), (3, 5)] and shard_bounds(2, 3) == [(0, 1), (1, 2), (2, 2)]
+    assert merge_shards([(np.eye(2, dtype=np.float32), ["a", "b"]), (np.ones((2, 2), np.float32), ["b", "c"])])[1] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_two_shard_workers_build_the_index_one_worker_builds(tmp_path, tiny):
+    """Two workers, each its own copy of the tiny model's image tower, on contiguous halves;
+    a repeated id across the shard boundary and an undecodable image included."""
+    import copy
+
+    model, preprocess, _ = tiny
+    recs = records(13, start=200) + [("broken", b"not an image"), ("g201", png(201))] + records(6, start=300)
+    one_skipped, two_skipped = [], []
+    one_encoder = SnapshotImageEncoder(model, preprocess)
+    one = reindex(3, recs, one_encoder, tmp_path / "one", kind="flat", batch_size=4, skipped=one_skipped)
+    encoders = [SnapshotImageEncoder(copy.deepcopy(model), preprocess) for _ in range(2)]
+    two = reindex(3, recs, encoders, tmp_path / "two", kind="flat", batch_size=4, skipped=two_skipped)
+    assert two.ids == one.ids and len(two.ids) == 19 and "broken" not in two.ids
+    np.testing.assert_allclose(stored(two), stored(one), atol=1e-5)
+    assert [pid for pid, _ in two_skipped] == [pid for pid, _ in one_skipped] == ["broken"]
+    loaded = load_index(tmp_path / "two")
+    assert loaded.ids == one.ids and loaded.snapshot == 3
+    np.testing.assert_allclose(stored(loaded), stored(one), atol=1e-5)

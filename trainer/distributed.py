@@ -6,6 +6,9 @@
     is_main()         rank 0: the one that writes checkpoints, snapshots and results
     shard(rows)       this rank's contiguous slice of a global batch (or of any row order)
     gather(x)         every rank's slice concatenated in rank order, with gradients
+    spawn(fn, n)      run fn on n local ranks without torchrun (`modx simulate --nproc n`)
+    leading/follow    the service's trainer under torchrun: rank 0 runs the worker and
+                      announces each train_phase; the other ranks follow and join it
 
 The contract of data-parallel training here: every rank walks the same deterministic
 global batches and takes its `shard`; features are `gather`ed, so each rank computes the
@@ -21,6 +24,7 @@ Unlike open_clip's it also takes ragged shards (a batch not divisible by the wor
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 import tempfile
@@ -152,7 +156,36 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+_leading = False
+
+
+@contextmanager
+def leading():
+    """Rank 0 of a leader/follower run (the service's trainer under torchrun) runs the block;
+    each `announce`d call inside it starts on the followers too; at the end they are released."""
+    global _leading
+    _leading = True
+    try:
+        yield
+    finally:
+        _leading = False
+        broadcast(None)
+
+
+def announce(fn: Callable, *args, **kwargs) -> None:
+    """Inside `leading()`: have every follower call `fn(*args, **kwargs)` (picklable) too."""
+    if _leading and active():
+        broadcast((fn, args, kwargs))
+
+
+def follow() -> None:
+    """Ranks > 0 of a leader/follower run: make each call rank 0 announces, until it ends."""
+    while (job := broadcast(None)) is not None:
+        fn, args, kwargs = job
+        fn(*args, **kwargs)
 
 
 @contextmanager
@@ -179,13 +212,16 @@ def spawn(fn: Callable, nproc: int, *args, device: str = "cpu", **kwargs):
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="modx-ranks-") as tmp:
         result = Path(tmp) / "result.pt"
-        torch.multiprocessing.spawn(_rank_main, args=(nproc, port, device, fn, args, kwargs, result), nprocs=nproc)
+        level = logging.getLogger().getEffectiveLevel()  # the ranks log as this process does
+        ranks = (nproc, port, device, level, fn, args, kwargs, result)
+        torch.multiprocessing.spawn(_rank_main, args=ranks, nprocs=nproc)
         return torch.load(result, weights_only=False)
 
 
-def _rank_main(local_rank: int, nproc: int, port: int, device: str, fn, args: tuple, kwargs: dict, result: Path):
+def _rank_main(local_rank: int, nproc: int, port: int, device: str, level: int, fn, args, kwargs, result: Path):
     env = {"RANK": local_rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}
     os.environ.update({k: str(v) for k, v in env.items()}, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    logging.basicConfig(level=level, format=f"%(asctime)s rank {local_rank} %(name)s %(levelname)s %(message)s")
     init(device)
     out = fn(*args, **kwargs)  # an exception ends this process; spawn then ends the others
     if is_main():

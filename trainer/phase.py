@@ -113,6 +113,8 @@ def train_phase(
     `experts` (cfg.expert): stored embeddings of older pairs; replayed pairs found there are
     distilled against them, the rest (and every new pair) against the parent.
     """
+    kw = dict(version=version, phase=phase, replay=replay, work_dir=work_dir, extra_record=extra_record)
+    distributed.announce(train_phase, parent, pairs, cfg, out, **kw, experts=experts)  # followers join (no on_step)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     student, preprocess, tokenizer, parent_record = load_snapshot(parent, device)

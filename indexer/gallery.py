@@ -177,10 +177,10 @@ def reindex(
 
     `encode_fn` a list of encoders: sharded re-embedding, one worker per encoder (`records`
     a sequence). Under torch.distributed (`records` a sequence, the same on every rank):
-    each rank embeds its shard (`reindex_on_ranks`)."""
+    each rank embeds its shard (`_reindex_on_ranks`)."""
     if distributed.active() and not isinstance(encode_fn, (list, tuple)):
-        shard = dict(batch_size=batch_size, workers=workers, skipped=skipped)
-        return reindex_on_ranks(snapshot_version, records, encode_fn, out_dir, kind, **shard, **build_kw)
+        embed_kw = dict(batch_size=batch_size, workers=workers, skipped=skipped)
+        return _reindex_on_ranks(snapshot_version, records, encode_fn, out_dir, kind, embed_kw, build_kw)
     if isinstance(encode_fn, (list, tuple)):
         vectors, ids = embed_sharded(records, encode_fn, batch_size, workers, skipped)
     else:
@@ -188,24 +188,13 @@ def reindex(
     return _build(snapshot_version, vectors, ids, out_dir, kind, **build_kw)
 
 
-def reindex_on_ranks(
-    snapshot_version: int,
-    records: Sequence[Record],
-    encode_fn: EncodeFn,
-    out_dir: str | Path,
-    kind: str = "auto",
-    *,
-    batch_size: int = 256,
-    workers: int = 4,
-    skipped: list | None = None,
-    **build_kw,
-) -> Index:
+def _reindex_on_ranks(version: int, records: Sequence[Record], encode_fn: EncodeFn, out_dir, kind, embed_kw, build_kw):
     """Each rank embeds its contiguous shard of `records` into `<out_dir>.shards/<rank>.npz`;
     rank 0 merges the shards in order, builds and saves the index (atomically), the others
     then load it. No collective carries vectors: the shards meet on the local disk."""
     staging = Path(f"{out_dir}.shards")
     start, stop = shard_bounds(len(records), distributed.world())[distributed.rank()]
-    vectors, ids = embed_records(records[start:stop], encode_fn, batch_size, workers, skipped)
+    vectors, ids = embed_records(records[start:stop], encode_fn, **embed_kw)
     make_dirs(staging)
     buf = io.BytesIO()
     np.savez(buf, vectors=vectors, ids=np.array(ids, dtype=str))
@@ -216,7 +205,7 @@ def reindex_on_ranks(
         for k in range(distributed.world()):
             with np.load(staging / f"{k}.npz", allow_pickle=False) as z:
                 parts.append((z["vectors"], [str(x) for x in z["ids"]]))
-        index = _build(snapshot_version, *merge_shards(parts), out_dir, kind, **build_kw)
+        index = _build(version, *merge_shards(parts), out_dir, kind, **build_kw)
         shutil.rmtree(staging, ignore_errors=True)
     distributed.barrier()
     return index if distributed.is_main() else load_index(out_dir, "cpu")

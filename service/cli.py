@@ -222,11 +222,12 @@ def trainer(verbose: bool = typer.Option(False)):
     from service.workers import run_trainer
     from trainer import distributed
 
-    setup_logging(verbose, "trainer")
     settings = Settings()
     distributed.init(settings.device)
-    if not distributed.is_main():
+    if not distributed.is_main():  # a follower: plain logs, no metrics port of its own
+        setup_logging(verbose)
         return distributed.follow()
+    setup_logging(verbose, "trainer")
     with distributed.leading():
         run_trainer(settings, _stop_on_signals())
 

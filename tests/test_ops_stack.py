@@ -235,7 +235,8 @@ def test_the_dashboard_draws_every_snapshot_and_searches(stack, tmp_path):
         assert drawn["heatmap"] == versions and drawn["lines"] == versions
         assert page.locator("#heatmap tbody tr").count() == len(versions)
         assert page.locator("#heatmap td[data-r1]").count() == 1 + 2  # v1 on probe 1; v2 on probes 1, 2
-        assert page.locator("#snapshots tbody tr").count() >= len(versions)
+        rows = page.locator("#snapshots tbody tr td:first-child").all_inner_texts()
+        assert rows == ["v0", "v1", "v2"]  # CLIP_0 and every trained snapshot, in order
         assert page.locator("#snapshots td.serving").inner_text().startswith("serving")
         assert page.locator("#phases tbody tr").count() >= 2
         for t in transitions:  # every transition's three histograms hold its counts

@@ -73,12 +73,14 @@ function recipeText(s) {
   return [s.method || r.method, ...keys.map((k) => `${k}=${r[k]}`)].filter(Boolean).join(" ");
 }
 
+const snapshotOf = (s) => s.snapshot ?? s.version; // `version` before the API named it `snapshot`
+
 function drawSnapshots(snapshots, serving) {
   const body = $("#snapshots tbody");
   body.replaceChildren();
   for (const s of snapshots) {
     const row = body.insertRow();
-    const version = s.version ?? s.snapshot;
+    const version = snapshotOf(s);
     cell(row, `v${version}`);
     cell(row, s.parent === null || s.parent === undefined ? "-" : `v${s.parent}`);
     cell(row, s.phase);
@@ -293,7 +295,7 @@ async function refresh() {
   $("#login").hidden = true;
   $("#board").hidden = false;
   drawPhases(modx.data.phases);
-  drawSnapshots(modx.data.snapshots.slice().sort((a, b) => a.version - b.version), modx.data.serving);
+  drawSnapshots(modx.data.snapshots.slice().sort((a, b) => snapshotOf(a) - snapshotOf(b)), modx.data.serving);
   drawHeatmap(modx.data.recall);
   if (modx.data.recall.length) drawLines(modx.data.recall);
   drawDrift();

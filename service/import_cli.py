@@ -40,7 +40,7 @@ class Batcher:
     max_pairs: int
     max_bytes: int
     batch: list[tuple[importer.Row, int, int]] = field(default_factory=list)  # (row, bytes, pixels)
-    counts: dict[str, int] = field(default_factory=lambda: {"queued": 0, "duplicate": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"queued": 0, "duplicate": 0, "deleted": 0})
     bad: list[importer.Row] = field(default_factory=list)
 
     def add(self, row: importer.Row) -> None:
@@ -159,8 +159,9 @@ def summarize(batcher: Batcher, source: Path, report: Path | None) -> None:
             console.print(f"... and {len(bad) - 20} more" + (f" (all in {report})" if report else " (see --report)"))
     if report is not None:
         report.write_text("".join(json.dumps({"file": r.where, "row": r.row, "reason": r.problem}) + "\n" for r in bad))
-    total = counts["queued"] + counts["duplicate"] + len(bad)
+    total = sum(counts.values()) + len(bad)
+    deleted = f", {counts['deleted']} deleted before (not posted again)" if counts["deleted"] else ""
     typer.echo(
         f"imported {source}: {total} rows, {counts['queued']} queued, "
-        f"{counts['duplicate']} duplicate (already there), {len(bad)} bad rows skipped"
+        f"{counts['duplicate']} duplicate (already there){deleted}, {len(bad)} bad rows skipped"
     )

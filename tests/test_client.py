@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.client import ApiError, AsyncClient, Client
-from tests.helpers import make_image, wait_for
+from tests.helpers import b64, make_image, wait_for
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -117,12 +117,58 @@ def test_seal_then_snapshots_recall_drift_and_pages(client):
     phases = client.phases()
     assert [p.phase for p in phases.phases][:2] == [1, 2] and phases.open == 2 and phases.lag is not None
     assert [p.phase for p in client.phases(limit=1, cursor=1).phases] == [2]
+    trained = client.pair(IDS[0])
+    assert trained.state == "trained" and trained.trained_in == [1] and trained.phase == 1
     row = client.recall().snapshots[-1]
     assert row.snapshot == 1 and "1" in row.recall
     assert [t.to for t in client.drift().transitions] == [1]
     assert client.drift(cursor=1).transitions == []
     r = client.http.get("/v1/phases", params={"limit": 0})
     assert r.status_code == 422
+
+
+def test_wait_searchable_and_pair_states(client):
+    pair = {"id": "client-wait", "text": "waited for", "image": make_image(noise=True)}
+    r = client.http.post(
+        "/v1/pairs",
+        params={"wait": "searchable", "timeout": 0.01},
+        json={"pairs": [{**pair, "image": b64(pair["image"])}]},
+    )
+    assert r.status_code == 202 and r.json()["states"][0]["state"] in ("queued", "buffered")
+    answer = client.post([pair], wait="searchable", timeout=60)  # queued again (not buffered yet) or a duplicate
+    assert answer.accepted[0].status in ("queued", "duplicate")
+    [state] = answer.states
+    assert state.state == "searchable" and state.searchable.model_dump() == client.snapshots().serving
+    r = client.http.post(
+        "/v1/pairs", params={"wait": "searchable"}, json={"pairs": [{**pair, "image": b64(pair["image"])}]}
+    )
+    assert r.status_code == 200
+    assert client.pair("client-wait").phase == client.phases().open
+    with pytest.raises(ApiError) as e:
+        client.pair("client-never-posted")
+    assert e.value.status == 404
+
+
+def test_delete_by_id_and_filter(client):
+    pairs = [
+        {
+            "id": f"client-del-{n}",
+            "text": f"to delete {n}",
+            "image": make_image(noise=True),
+            "metadata": {"batch": "del"},
+        }
+        for n in range(3)
+    ]
+    client.post(pairs, wait="searchable", timeout=60)
+    assert client.delete("client-del-0").deleted == ["client-del-0"]
+    assert client.delete("client-del-0").already_deleted == ["client-del-0"]
+    assert client.pair("client-del-0").state == "deleted"
+    assert sorted(client.delete_many(filter={"batch": "del"}).deleted) == ["client-del-1", "client-del-2"]
+    with pytest.raises(ApiError) as e:
+        client.delete_many(ids=["client-del-1", "client-never-posted"])
+    assert e.value.status == 404 and e.value.detail["id"] == "client-never-posted"
+    hits = {h.id for h in client.search(text="to delete", k=1000).results}
+    assert not hits & {p["id"] for p in pairs}
 
 
 def test_async_twin(client, live):

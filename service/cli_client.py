@@ -9,9 +9,9 @@ An API error prints its status and message and exits 1.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -155,13 +155,14 @@ def export(
     if out.exists() and any(out.iterdir()):
         typer.echo(f"modx export: {out} exists and is not empty", err=True)
         raise typer.Exit(2)
-    with Client(url, api_key) as modx:
-        data = modx.download(snapshot)
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar.getmembers():
-            member.name = member.name.split("/", 1)[1]  # v<N>/file -> file
-            tar.extract(member, out, filter="data")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        with Client(url, api_key) as modx:
+            archive = modx.download_to(snapshot, Path(tmp) / "snapshot.tar")
+        with tarfile.open(archive, mode="r:") as tar:
+            for member in tar.getmembers():
+                member.name = member.name.split("/", 1)[1]  # v<N>/file -> file
+                tar.extract(member, out, filter="data")
     typer.echo(f"wrote snapshot v{snapshot} to {out}; open_clip loads it as local-dir:{out}")
 
 

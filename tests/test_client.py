@@ -186,6 +186,7 @@ def test_download_and_export_load_with_open_clip_alone(client, live, tmp_path):
     with pytest.raises(ApiError) as e:
         client.download(99)
     assert e.value.status == 404
+    assert "404 not_found" in modx(live, "export", "99", tmp_path / "none", code=1)
     out = tmp_path / "exported"
     assert "local-dir:" in modx(live, "export", "1", out)
     assert (out / "model.safetensors").read_bytes() == (

@@ -16,6 +16,7 @@ Disk faults need root (mount -o loop); without it they are skipped and the repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -445,7 +446,8 @@ def recovery_summary(faults: list[dict]) -> dict:
 def run(args, faults_on: bool = True) -> dict:
     work = Path(tempfile.mkdtemp(prefix="modx-faults-", dir=args.work))
     why_not = loopfs.available() if faults_on else "no faults in this run"
-    with contextlib_loop(work, args.disk_mb, why_not) as fs:
+    # a loop filesystem when disk faults are possible, else nothing (fs is None)
+    with contextlib.nullcontext() if why_not else loopfs.loop_fs(work / "disk", args.disk_mb) as fs:
         data_dir = (fs.mount if fs else work) / "data"
         env = {
             "MODX_MODEL": "modx-tiny",
@@ -493,19 +495,6 @@ def run(args, faults_on: bool = True) -> dict:
             result_stop = stack.stop()
         result["modx_up_stop"] = result_stop
     return result
-
-
-class contextlib_loop:
-    """loopfs.loop_fs when disk faults are possible, else nothing (None)."""
-
-    def __init__(self, work: Path, size_mb: int, why_not: str | None):
-        self.cm = None if why_not else loopfs.loop_fs(work / "disk", size_mb)
-
-    def __enter__(self):
-        return self.cm.__enter__() if self.cm else None
-
-    def __exit__(self, *exc):
-        return self.cm.__exit__(*exc) if self.cm else False
 
 
 def verdict(result: dict, baseline: dict | None) -> dict:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from service import tombstones
-from service.validation import ID_PATTERN, ValidPair, sniff_content_type
+from service.image_check import sniff_content_type
+from service.validation import ID_PATTERN, ValidPair
 from trainer import layout
 from trainer.atomic import read_json, write_json_atomic
 from trainer.data import Pair

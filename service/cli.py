@@ -219,7 +219,7 @@ def trainer(verbose: bool = typer.Option(False)):
     Under `torchrun --nproc_per_node N`, rank 0 runs the worker and the other ranks join
     each phase's data-parallel training (trainer.distributed.follow)."""
     from service.settings import Settings
-    from service.workers import run_trainer
+    from service.trainer_worker import run_trainer
     from trainer import distributed
 
     settings = Settings()
@@ -235,8 +235,8 @@ def trainer(verbose: bool = typer.Option(False)):
 @app.command()
 def indexer(verbose: bool = typer.Option(False)):
     """Re-embed the gallery per serving snapshot into a FAISS index; add new pairs in segments."""
+    from service.indexer_worker import run_indexer
     from service.settings import Settings
-    from service.workers import run_indexer
 
     setup_logging(verbose, "indexer")
     run_indexer(Settings(), _stop_on_signals())

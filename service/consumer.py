@@ -1,9 +1,9 @@
 """The consumer: Kafka topic -> phase buffer, poison -> dead-letter topic.
 
-One batch at a time: poll, decode every message (the API's validation), write the valid
-ones to the phase buffer (fsync, drop ids seen before), send what cannot be decoded or
-written to the DLQ with the reason (and wait for its acks), tell Redis, and only then
-commit the offsets. A crash anywhere replays from the last commit; repeats drop by id.
+One batch at a time: poll, decode every message (service.messages: the API's validation),
+write the valid ones to the phase buffer (fsync, drop ids seen before), send what cannot be
+decoded or written to the DLQ with the reason (service.dlq; and wait for its acks), tell
+Redis, and only then commit the offsets. A crash anywhere replays from the last commit; repeats drop by id.
 
 A seal request is a marker in the topic (service.ingest.produce_seal): the consumer seals
 when it reaches it, so every pair acknowledged before the request is in the sealed phase.
@@ -12,85 +12,36 @@ Between batches it also seals the open phase when it is full or old.
 When a batch cannot be written (a full or read-only disk, any error) nothing of it is
 committed: the consumer seeks back to the batch's first offsets, pauses its partitions and
 keeps polling (so it keeps its place in the group), says why in `modx:fault:consumer` and
-the `modx_consumer_write_fault` gauge, and tries again with backoff. It never crash-loops.
+the `modx_consumer_write_fault` gauge, and tries again with backoff (service.write_fault).
+It never crash-loops.
 
     python -m service.consumer      # settings from MODX_* variables; SIGTERM stops it cleanly
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
-import time
 from contextlib import ExitStack
 from typing import Sequence
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata
 
 from service import faults, metrics
 from service.buffer import Incoming, phase_info
-from service.ingest import ensure_topics, make_producer, max_message_bytes, seal_request
+from service.cache import update_cache
+from service.dlq import DeadLetters
+from service.ingest import ensure_topics, make_producer, seal_request
+from service.limits import Limits, PairError
+from service.messages import commit_offsets, decode_message, first_offsets, make_consumer
 from service.registry import Registry
 from service.settings import Settings
-from service.validation import Limits, PairError, ValidPair, validate_pair
+from service.write_fault import WriteFault
 from service.writer import BufferLocked, PhaseBuffer
 
 log = logging.getLogger("modx.consumer")
-
-
-def decode_message(key: bytes | None, value: bytes | None, limits: Limits) -> tuple[ValidPair, str | None]:
-    """(pair, received_at) of a message, or PairError saying why it is poison."""
-    if value is None:
-        raise PairError(422, "empty_message", "message has no value")
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise PairError(422, "invalid_json", f"message value is not JSON: {e}") from None
-    try:
-        pair = validate_pair(data, limits)
-    except PairError:
-        raise
-    except Exception as e:  # whatever validation trips on is the message's fault, not a reason to stop
-        raise PairError(422, "undecodable", f"{type(e).__name__}: {e}") from None
-    if key is not None and key != pair.id.encode(errors="surrogatepass"):
-        raise PairError(422, "key_mismatch", f"message key {key[:80]!r} differs from pair id {pair.id!r}")
-    return pair, data.get("received_at")
-
-
-def dlq_headers(topic: str, partition: int, offset: int, reason: str) -> list[tuple[str, bytes]]:
-    source = f"{topic}/{partition}/{offset}"
-    return [("reason", reason.encode(errors="backslashreplace")), ("source", source.encode())]
-
-
-def commit_offsets(messages: Sequence, cap: dict[int, int] | None = None) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The offset to commit per partition: one past the last message handled, never past `cap`."""
-    last: dict[TopicPartition, int] = {}
-    for m in messages:
-        tp = TopicPartition(m.topic, m.partition)
-        last[tp] = max(last.get(tp, -1), m.offset)
-    cap = cap or {}
-    return {
-        tp: OffsetAndMetadata(min(offset + 1, cap.get(tp.partition, offset + 1)), "", -1) for tp, offset in last.items()
-    }
-
-
-def make_consumer(settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(
-        settings.topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.consumer_max_records,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        heartbeat_interval_ms=max(100, settings.consumer_session_timeout_ms // 4),
-        max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
-        max_partition_fetch_bytes=max(1 << 20, max_message_bytes(settings)),
-    )
 
 
 class PairConsumer:
@@ -99,14 +50,12 @@ class PairConsumer:
     def __init__(
         self, settings: Settings, kafka: KafkaConsumer, dlq: KafkaProducer, buffer: PhaseBuffer, registry: Registry
     ):
-        self.settings, self.kafka, self.dlq, self.buffer, self.registry = settings, kafka, dlq, buffer, registry
+        self.settings, self.kafka, self.buffer, self.registry = settings, kafka, buffer, registry
+        self.dlq = DeadLetters(settings, dlq)
         self.limits = Limits.from_settings(settings)
         self.seals: dict[str, dict[int, int]] = {}  # request id -> partition -> marker offset (seen so far)
-        self.fault: str | None = None
-        self.retry_at = 0.0
-        self.backoff = faults.Backoff(0.5, settings.consumer_retry_cap_s)
+        self.fault = WriteFault(settings, registry, buffer.data_dir)
         self.redis_stale = False
-        self.probed = float("-inf")  # when the disk was last probed while idle
 
     # -- one batch
 
@@ -133,13 +82,13 @@ class PairConsumer:
             try:
                 pair, received_at = decode_message(m.key, m.value, self.limits)
             except PairError as e:
-                poison.append(self._send_to_dlq(m, f"{e.error}: {e.message}", e.error))
+                poison.append(self.dlq.send(m, f"{e.error}: {e.message}", e.error))
                 continue
             incoming.append(Incoming(pair, m.partition, m.offset, received_at))
         result = self.buffer.append(incoming)
         for item, reason in result.poison:
-            poison.append(self._send_to_dlq(by_pos[(item.partition, item.offset)], reason, "unwritable_record"))
-        self._wait_dlq(poison)
+            poison.append(self.dlq.send(by_pos[(item.partition, item.offset)], reason, "unwritable_record"))
+        self.dlq.wait(poison)
         sealed = [phase_info(self.buffer.data_dir, m["phase"]).to_dict() for m in result.sealed]
         self._tell_redis(
             lambda: self.registry.record_written(
@@ -150,21 +99,6 @@ class PairConsumer:
         if result.duplicates:
             log.info("dropped %d repeated pair ids (replays or re-sends)", len(result.duplicates))
 
-    def _send_to_dlq(self, m, reason: str, code: str):
-        log.warning(
-            "poison message %s/%d/%d to %s: %s", m.topic, m.partition, m.offset, self.settings.dlq_topic, reason[:500]
-        )
-        metrics.CONSUMER_DLQ.labels(code).inc()
-        headers = dlq_headers(m.topic, m.partition, m.offset, reason)
-        return self.dlq.send(self.settings.dlq_topic, key=m.key, value=m.value, headers=headers)
-
-    def _wait_dlq(self, futures: list) -> None:
-        """Every DLQ send acknowledged, or raise (and commit nothing)."""
-        if futures:
-            self.dlq.flush(timeout=self.settings.produce_timeout_s)
-            for fut in futures:
-                fut.get(timeout=self.settings.produce_timeout_s)
-
     def _count(self, result, sealed: list[dict]) -> None:
         metrics.CONSUMER_WRITTEN.inc(len(result.written))
         metrics.CONSUMER_DUPLICATES.inc(len(result.duplicates))
@@ -173,10 +107,7 @@ class PairConsumer:
 
     def _tell_redis(self, update) -> None:
         """Redis after the disk write; if it is away, disk is ahead and a rebuild catches up."""
-        try:
-            update()
-        except Exception as e:
-            log.warning("Redis not updated (disk is; rebuilding once it is back): %s", e)
+        if not update_cache(update, "Redis"):
             self.redis_stale = True
 
     def _commit(self, messages: Sequence) -> None:
@@ -226,53 +157,13 @@ class PairConsumer:
 
     def failed(self, messages: Sequence, exc: BaseException) -> None:
         """Nothing of `messages` is committed: read them again, after a backoff."""
-        firsts: dict[TopicPartition, int] = {}
-        for m in messages:
-            tp = TopicPartition(m.topic, m.partition)
-            firsts[tp] = min(firsts.get(tp, m.offset), m.offset)
         assigned = self.kafka.assignment()
-        for tp, offset in firsts.items():
+        for tp, offset in first_offsets(messages).items():
             if tp in assigned:
                 self.kafka.seek(tp, offset)
         if assigned:
             self.kafka.pause(*assigned)
-        self.fault = faults.disk_error(exc) or f"{type(exc).__name__}: {exc}"
-        delay = self.backoff.next()
-        self.retry_at = time.monotonic() + delay
-        log.warning("batch not written (%s); nothing committed, retrying in %.1fs", self.fault, delay)
-        self._report_fault()
-
-    def _report_fault(self) -> None:
-        code = self.fault.split(":", 1)[0] if self.fault else None
-        codes = list(faults.DISK_ERRNOS.values())
-        code = code if code in codes or code is None else "other"
-        for reason in [*codes, "other"]:
-            metrics.CONSUMER_WRITE_FAULT.labels(reason).set(1 if code == reason else 0)
-        try:
-            self.registry.set_fault("consumer", self.fault, ttl_s=max(30.0, 3 * self.settings.consumer_retry_cap_s))
-        except Exception as e:
-            log.warning("could not report the fault to Redis: %s", e)
-
-    def _probe_disk(self) -> None:
-        """Idle (nothing to write, e.g. while the group rebalances): still say when the disk
-        cannot take writes, and when it can again; at most every `consumer_retry_cap_s`."""
-        if time.monotonic() - self.probed < min(2.0, self.settings.consumer_retry_cap_s):
-            return
-        self.probed = time.monotonic()
-        reason = faults.disk_fault(self.buffer.data_dir)
-        if reason is None:
-            self._recovered()
-        elif reason != self.fault:
-            log.warning("the data directory cannot take writes: %s", reason)
-            self.fault = reason
-            self._report_fault()
-
-    def _recovered(self) -> None:
-        if self.fault is not None:
-            log.info("writing again after: %s", self.fault)
-            self.fault = None
-            self.backoff.reset()
-            self._report_fault()
+        self.fault.failed(exc)
 
     # -- reports
 
@@ -285,10 +176,10 @@ class PairConsumer:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lags[tp.partition])
         metrics.PHASE_OPEN.set(self.buffer.phase)
         metrics.PHASE_FILL.set(self.buffer.n_open)
-        if self.fault:
-            self._report_fault()  # refreshes the expiring fault key
+        if self.fault.reason:
+            self.fault.report()  # refreshes the expiring fault key
 
-    def _position(self, tp: TopicPartition) -> int | None:
+    def _position(self, tp) -> int | None:
         try:
             return self.kafka.position(tp, timeout_ms=100)
         except Exception:  # not fetched yet
@@ -304,7 +195,7 @@ class PairConsumer:
         """One poll and what follows; never raises for a batch (see `failed`)."""
         s = self.settings
         self._catch_up_redis()
-        if self.fault is not None and time.monotonic() < self.retry_at:
+        if self.fault.waiting():
             self.kafka.poll(timeout_ms=s.consumer_poll_ms)  # partitions paused: keeps the group membership
             self.report()
             return 0
@@ -317,9 +208,9 @@ class PairConsumer:
             self.handle(messages)
             self.seal_if_due()
             if messages:
-                self._recovered()
+                self.fault.recovered()
             else:
-                self._probe_disk()
+                self.fault.probe()
         except Exception as e:
             self.failed(messages, e)
             return 0

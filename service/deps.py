@@ -8,10 +8,10 @@ from fastapi import Depends, Request
 from service.backpressure import WriteGate
 from service.errors import api_error
 from service.ingest import Ingestor
+from service.limits import Limits
 from service.registry import Registry
 from service.serving import ServingState
 from service.settings import Settings
-from service.validation import Limits
 
 
 def get_settings(request: Request) -> Settings:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
-from service.validation import PairError, shown
+from service.limits import PairError
+from service.validation import shown
 
 CODES = {
     400: "bad_request",

@@ -224,9 +224,6 @@ class Registry:
 
     # ------------------------------------------------------------ rebuild
 
-    def is_empty(self) -> bool:
-        return not self.r.exists(self.key("ids"), self.key("phases"), self.key("snapshots"), self.key("serving"))
-
     def rebuilt(self) -> bool:
         """Whether a complete rebuild happened since this Redis started or was last flushed."""
         return bool(self.r.exists(self.key("epoch")))

@@ -27,8 +27,8 @@ log = logging.getLogger("modx.retry")
 
 @dataclass
 class Attempts:
+    backoff: faults.Backoff  # a step per failure, disk waits included
     count: int = 0
-    waits: int = 0  # backoff steps taken, disk waits included
     not_before: float = 0.0  # time.monotonic()
     error: str = ""
 
@@ -54,7 +54,7 @@ class PhaseRetries:
     def failed(self, phase: int, exc: BaseException) -> str:
         """Record a failure; returns the phase's status now: 'retry' or 'failed'."""
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        state = self.phases.setdefault(phase, Attempts())
+        state = self.phases.setdefault(phase, Attempts(self._backoff()))
         disk = faults.disk_error(exc) or faults.disk_fault(self.s.data_dir)
         if faults.permanent(exc):
             return self._fail(phase, f"cannot be fixed by a retry: {error}", state)
@@ -62,11 +62,14 @@ class PhaseRetries:
             state.count += 1
         if state.count >= self.s.train_max_attempts:
             return self._fail(phase, f"gave up after {state.count} attempts: {error}", state)
-        delay = min(self.s.train_retry_cap_s, self.s.train_retry_first_s * 2**state.waits)
-        state.waits, state.error, state.not_before = state.waits + 1, error, time.monotonic() + delay
+        delay = state.backoff.next()
+        state.error, state.not_before = error, time.monotonic() + delay
         log.warning("phase %d: training failed (%s); attempt %d in %.0fs", phase, disk or error, state.count + 1, delay)
         self._set(phase, "retry", attempts=state.count, error=error, disk=disk, retry_in_s=delay)
         return "retry"
+
+    def _backoff(self) -> faults.Backoff:
+        return faults.Backoff(self.s.train_retry_first_s, self.s.train_retry_cap_s)
 
     def _fail(self, phase: int, reason: str, state: Attempts) -> str:
         log.error("phase %d failed for good: %s", phase, reason)

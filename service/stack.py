@@ -27,13 +27,14 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
 from service.backpressure import KafkaLag
+from service.faults import Backoff
 from service.infra import free_port, kafka_broker, redis_server, start_process, stop_process
 from service.ingest import ensure_topics
 from service.keys import KeyStore, ensure_admin_key
@@ -104,7 +105,8 @@ class Role:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     not_before: float = 0.0
-    delay: float = 0.0
+    delay: float = 0.0  # the last backoff (0 after a run that lasted)
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, BACKOFF_CAP_S))
 
 
 class Supervisor:
@@ -123,7 +125,7 @@ class Supervisor:
             self._back_off(role)
 
     def _back_off(self, role: Role) -> None:
-        role.delay = min(BACKOFF_CAP_S, max(1.0, 2 * role.delay))
+        role.delay = role.backoff.next()
         role.not_before = time.monotonic() + role.delay
 
     def check(self, only: tuple[str, ...] | None = None) -> None:
@@ -141,6 +143,7 @@ class Supervisor:
                     self._back_off(role)
                 else:
                     role.delay, role.not_before = 0.0, now
+                    role.backoff.reset()
                 log.warning(
                     "%s exited with %s; restarting it%s (see %s)",
                     role.name,

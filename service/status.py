@@ -21,6 +21,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from service.cache import update_cache
 from trainer import layout
 from trainer.atomic import read_json, write_json_atomic
 
@@ -96,7 +97,7 @@ def judge(data_dir: str | Path, registry, version: int, status: str, reason: str
         for older in layout.snapshot_numbers(data_dir):
             if older < version and (read_status(data_dir, older) or {}).get("status") == "accepted":
                 write_status(data_dir, older, "superseded", f"snapshot {version} accepted")
-    _cache(registry, lambda: sync(data_dir, registry))
+    update_cache(lambda: sync(data_dir, registry))
 
 
 def repair(data_dir: str | Path) -> list[int]:
@@ -136,7 +137,7 @@ def set_serving(data_dir: str | Path, registry, snapshot: int, index: int | None
     """Point serving at (snapshot, index): serving.json first, then the cache."""
     pointer = {"snapshot": snapshot, "index": index}
     write_json_atomic(layout.serving_file(data_dir), pointer)
-    _cache(registry, lambda: registry.cache_serving(pointer))
+    update_cache(lambda: registry.cache_serving(pointer))
     return pointer
 
 
@@ -154,11 +155,3 @@ def sync(data_dir: str | Path, registry) -> bool:
         registry.cache_snapshots(stale, gone, pointer if moved else None)
         log.info("Redis cache repaired from disk: snapshots %s, dropped %s, pointer %s", sorted(stale), gone, moved)
     return bool(stale or gone or moved)
-
-
-def _cache(registry, update) -> None:
-    """Cache updates never fail a disk write: a stale cache is repaired by the next `sync`."""
-    try:
-        update()
-    except Exception as e:  # Redis down or flushed mid-way
-        log.warning("Redis cache not updated (disk is, the next sync repairs it): %s", e)

@@ -1,5 +1,6 @@
-"""Test helpers: tiny images (good and bad), reading a topic, the consumer as a subprocess,
-API keys and an authenticated API client (`api_client`, `make_key`)."""
+"""Test helpers: tiny images (good and bad), producing to and reading a topic, the consumer
+in a thread or as a subprocess, what it wrote and committed, API keys and an authenticated
+API client (`api_client`, `make_key`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -19,16 +21,18 @@ from typing import Iterator
 
 import redis
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from PIL import Image
 
 from service.app import create_app
-from service.buffer import Incoming
+from service.buffer import Incoming, read_records
 from service.ingest import ensure_topics
 from service.keys import KeyStore
+from service.limits import Limits
 from service.settings import Settings
-from service.validation import Limits, validate_pair
+from service.validation import validate_pair
 from service.writer import PhaseBuffer
+from trainer.layout import phase_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,3 +229,46 @@ def good_value(pair_id: str) -> bytes:
     from service.ingest import encode_value
 
     return encode_value(validate_pair(pair_json(pair_id), Limits()))
+
+
+def produce(settings: Settings, messages) -> None:
+    """Send (key, value) messages to the settings' topic as they are (acks=all), and wait."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        for key, value in messages:
+            producer.send(settings.topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def buffered(data_dir) -> list[str]:
+    """The ids in the phase buffers, in order, the open phase included."""
+    return [r.id for n in phase_numbers(data_dir) for r in read_records(data_dir, n)]
+
+
+def committed(settings: Settings, partition: int = 0) -> int:
+    """The consumer group's committed offset of one partition of the topic (0 before any commit)."""
+    probe = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
+    try:
+        return probe.committed(TopicPartition(settings.topic, partition)) or 0
+    finally:
+        probe.close(autocommit=False)
+
+
+@contextmanager
+def consumer_thread(settings: Settings) -> Iterator[threading.Thread]:
+    """`service.consumer.run` in a thread; stopped on the way out, and checked to stop."""
+    from service import consumer
+
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(settings, stop), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()

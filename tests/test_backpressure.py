@@ -9,7 +9,8 @@ import pytest
 
 from service.backpressure import KafkaLag
 from service.ingest import make_producer, produce_batch
-from service.validation import Limits, validate_pair
+from service.limits import Limits
+from service.validation import validate_pair
 from tests.helpers import ConsumerProcess, api_client, make_png, pair_json, read_topic, wait_for
 
 

@@ -9,15 +9,13 @@ import pytest
 
 from service import buffer
 from service.buffer import Incoming
-from service.validation import Limits, validate_pair
+from service.limits import Limits
+from service.validation import validate_pair
 from service.writer import BufferLocked
+from tests.helpers import buffered as all_ids
 from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
 from trainer import atomic, layout
 from trainer.data import Pair, split_of
-
-
-def all_ids(path) -> list[str]:
-    return [r.id for n in layout.phase_numbers(path) for r in buffer.read_records(path, n)]
 
 
 def test_append_writes_image_then_record(tmp_path):

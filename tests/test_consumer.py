@@ -3,38 +3,23 @@ on request (POST /v1/phases/seal), the phase listing, images, and Redis kept in 
 
 from __future__ import annotations
 
-import threading
 import time
+from contextlib import ExitStack
 
 import pytest
 
-from service import buffer, consumer, metrics
+from service import buffer, metrics
 from service.ingest import seal_request
 from service.registry import Registry
 from service.writer import PhaseBuffer
-from tests.helpers import api_client, make_png, pair_json, read_topic, wait_for
-from trainer import layout
+from tests.helpers import api_client, buffered, consumer_thread, make_png, pair_json, read_topic, wait_for
 
 
 @pytest.fixture
 def start_consumer():
-    running = []
-
-    def start(settings):
-        stop = threading.Event()
-        thread = threading.Thread(target=consumer.run, args=(settings, stop), daemon=True)
-        thread.start()
-        running.append((stop, thread))
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive()
-
-
-def buffered(settings) -> list[str]:
-    return [r.id for n in layout.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)]
+    """start(settings): a consumer thread, stopped at the end of the test."""
+    with ExitStack() as running:
+        yield lambda settings: running.enter_context(consumer_thread(settings))
 
 
 def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
@@ -47,7 +32,7 @@ def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
             "/v1/pairs", json={"pairs": [pair_json(i, image=make_png(color=(n, 1, 2))) for n, i in enumerate(ids)]}
         )
         assert resp.status_code == 202
-        wait_for(lambda: len(buffered(s)) == 7, message="7 pairs buffered")
+        wait_for(lambda: len(buffered(s.data_dir)) == 7, message="7 pairs buffered")
         registry = Registry.from_url(s.redis_url)
         wait_for(lambda: registry.phase(2) and registry.phase(2)["n"] == 2, message="open phase in Redis")
 
@@ -67,7 +52,7 @@ def test_pairs_flow_into_phases_and_seal_on_request(settings, start_consumer):
         assert client.get("/v1/images/p3").content == make_png(color=(3, 1, 2))
         again = client.post("/v1/pairs", json={"pairs": [pair_json("p0"), pair_json("p9")]}).json()["accepted"]
         assert again == [{"id": "p0", "status": "duplicate"}, {"id": "p9", "status": "queued"}]
-        wait_for(lambda: "p9" in buffered(s), message="p9 buffered")
+        wait_for(lambda: "p9" in buffered(s.data_dir), message="p9 buffered")
 
         registry.set_phase_status(s.data_dir, 1, "training", snapshot=1)
         statuses = [p["status"] for p in client.get("/v1/phases").json()["phases"]]
@@ -105,7 +90,7 @@ def test_a_seal_answers_what_was_acknowledged_across_a_consumer_restart(settings
         start_consumer(s)
         wait_for(lambda: buffer.read_manifest(s.data_dir, 1), message="phase 1 sealed")
         assert [r.id for r in buffer.read_records(s.data_dir, 1)] == ids  # exactly what came before the seal
-        wait_for(lambda: "late" in buffered(s), message="the late pair, in the next phase")
+        wait_for(lambda: "late" in buffered(s.data_dir), message="the late pair, in the next phase")
         assert [r.id for r in buffer.read_records(s.data_dir, 2)] == ["late"]
         with api_client(s.model_copy(update={"seal_wait_s": 20})) as waiting:
             resp = waiting.post("/v1/phases/seal")
@@ -134,7 +119,7 @@ def test_a_second_consumer_is_a_standby_until_the_writer_lock_is_free(settings, 
         with api_client(settings) as client:
             assert client.post("/v1/pairs", json={"pairs": [pair_json("early")]}).status_code == 202
             time.sleep(2.0)
-            assert buffered(settings) == []  # the standby writes nothing while the lock is held
+            assert buffered(settings.data_dir) == []  # the standby writes nothing while the lock is held
     finally:
         writer.close()  # the active consumer goes away
-    wait_for(lambda: buffered(settings) == ["early"], message="the standby took over")
+    wait_for(lambda: buffered(settings.data_dir) == ["early"], message="the standby took over")

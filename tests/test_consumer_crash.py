@@ -10,16 +10,13 @@ from collections import Counter
 
 from service import buffer
 from service.ingest import make_producer, produce_batch
+from service.limits import Limits
 from service.registry import Registry
-from service.validation import Limits, validate_pair
+from service.validation import validate_pair
 from tests.helpers import ConsumerProcess, make_png, pair_json, wait_for
-from trainer import layout
+from tests.helpers import buffered as on_disk
 
 N_PAIRS, PHASE_SIZE, KILLS = 300, 40, 4
-
-
-def on_disk(data_dir) -> list[str]:
-    return [r.id for n in layout.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
 
 
 def make_pair(i: int):

@@ -4,32 +4,16 @@ commits nothing it did not write, and writes every pair exactly once when the di
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
-from prometheus_client import REGISTRY
 
 from bench import loopfs
-from service import buffer, consumer
+from service import metrics
 from service.registry import Registry
-from tests.helpers import api_client, pair_json, wait_for
-from trainer import layout
+from tests.helpers import api_client, buffered, committed, consumer_thread, pair_json, wait_for
 
 pytestmark = pytest.mark.skipif(loopfs.available() is not None, reason=str(loopfs.available()))
-
-
-def written(s) -> list[str]:
-    return [r.id for n in layout.phase_numbers(s.data_dir) for r in buffer.read_records(s.data_dir, n)]
-
-
-def committed(s) -> int:
-    probe = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=s.consumer_group, enable_auto_commit=False)
-    try:
-        return probe.committed(TopicPartition(s.topic, 0)) or 0
-    finally:
-        probe.close(autocommit=False)
 
 
 @pytest.mark.parametrize("fault", ["full", "read_only"])
@@ -38,15 +22,12 @@ def test_consumer_survives_a_disk_fault(settings, tmp_path, fault):
         s = settings.model_copy(
             update={"data_dir": fs.mount / "data", "consumer_retry_cap_s": 0.5, "min_free_bytes": 0}
         )  # the API refuses nothing: the consumer meets the fault
-        stop = threading.Event()
-        thread = threading.Thread(target=consumer.run, args=(s, stop), daemon=True)
-        thread.start()
         registry = Registry.from_url(s.redis_url)
-        try:
+        with consumer_thread(s) as thread:
             with api_client(s) as client:
                 post = lambda ids: client.post("/v1/pairs", json={"pairs": [pair_json(i) for i in ids]})  # noqa: E731
                 assert post([f"a{i}" for i in range(20)]).status_code == 202
-                wait_for(lambda: len(written(s)) == 20, message="the first pairs written")
+                wait_for(lambda: len(buffered(s.data_dir)) == 20, message="the first pairs written")
                 fs.fill() if fault == "full" else fs.read_only()
                 reason = wait_for(lambda: registry.faults().get("consumer"), message="the fault reported while idle")
                 assert post([f"b{i}" for i in range(20)]).status_code == 202
@@ -55,15 +36,13 @@ def test_consumer_survives_a_disk_fault(settings, tmp_path, fault):
                 assert reason.startswith("ENOSPC" if fault == "full" else "EROFS"), reason
                 assert client.get("/readyz").json()["faults"]["consumer"] == reason
                 code = reason.split(":")[0]
-                assert REGISTRY.get_sample_value("modx_consumer_write_fault", {"reason": code}) == 1
+                assert metrics.CONSUMER.get_sample_value("modx_consumer_write_fault", {"reason": code}) == 1
                 assert thread.is_alive() and committed(s) == 20  # nothing committed past what was written
                 fs.free() if fault == "full" else fs.read_write()
-                wait_for(lambda: len(written(s)) == 40, timeout_s=60, message="every pair once the disk is back")
+                wait_for(
+                    lambda: len(buffered(s.data_dir)) == 40, timeout_s=60, message="every pair once the disk is back"
+                )
                 wait_for(lambda: "consumer" not in registry.faults(), message="the fault cleared")
                 wait_for(lambda: committed(s) == 40, message="offsets committed")
-            ids = written(s)
+            ids = buffered(s.data_dir)
             assert sorted(ids) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
-        finally:
-            stop.set()
-            thread.join(30)
-        assert not thread.is_alive()

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from service import buffer, consumer
-from service.ingest import encode_value
-from service.validation import Limits, validate_pair
-from tests.helpers import b64, pair_json, read_topic, truncated_png, wait_for
-from trainer import layout
+from tests.helpers import (
+    b64,
+    buffered,
+    committed,
+    consumer_thread,
+    pair_json,
+    produce,
+    read_topic,
+    truncated_png,
+    wait_for,
+)
+from tests.helpers import good_value as good
 
 
 @pytest.fixture
 def running_consumer(settings):
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(settings, stop), daemon=True)
-    thread.start()
-    yield thread
-    stop.set()
-    thread.join(30)
-    assert not thread.is_alive()
-
-
-def good(pair_id: str) -> bytes:
-    return encode_value(validate_pair(pair_json(pair_id), Limits()))
+    with consumer_thread(settings) as thread:
+        yield thread
 
 
 def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
@@ -40,18 +36,9 @@ def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
         (b"tombstone", None),
         (b"good-2", good("good-2")),
     ]
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for key, value in messages:
-        producer.send(settings.topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-    def buffered():
-        data_dir = settings.data_dir
-        return [r.id for n in layout.phase_numbers(data_dir) for r in buffer.read_records(data_dir, n)]
-
-    wait_for(lambda: "good-2" in buffered(), message="the good message after the poison")
-    assert buffered() == ["good-1", "good-2"]
+    produce(settings, messages)
+    wait_for(lambda: "good-2" in buffered(settings.data_dir), message="the good message after the poison")
+    assert buffered(settings.data_dir) == ["good-1", "good-2"]
 
     dead = wait_for(lambda: (d := read_topic(settings.kafka_bootstrap, settings.dlq_topic)) and len(d) >= 4 and d)
     reasons = {m.key: dict(m.headers)["reason"].decode() for m in dead}
@@ -63,17 +50,7 @@ def test_poison_goes_to_the_dlq_with_its_reason(settings, running_consumer):
     for m in dead:
         assert m.value == originals[m.key]  # the original bytes, untouched
         assert dict(m.headers)["source"].decode() == f"{settings.topic}/0/{[k for k, _ in messages].index(m.key)}"
-
-    def committed():
-        probe = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
-        )
-        try:
-            return probe.committed(TopicPartition(settings.topic, 0))
-        finally:
-            probe.close(autocommit=False)
-
-    wait_for(lambda: committed() == len(messages), message="offsets committed past the poison")
+    wait_for(lambda: committed(settings) == len(messages), message="offsets committed past the poison")
 
 
 def test_a_message_that_cannot_be_written_is_poison_not_a_crash_loop(settings, running_consumer):
@@ -83,19 +60,9 @@ def test_a_message_that_cannot_be_written_is_poison_not_a_crash_loop(settings, r
     surrogate = json.dumps({**json.loads(good("lone")), "metadata": {"k": "\udc00"}}).encode()  # "\\udc00" on the wire
     deep = b'{"id": "deep", "text": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     messages = [(b"lone", surrogate), (b"deep", deep), (b"after", good("after"))]
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for key, value in messages:
-        producer.send(settings.topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-    def buffered():
-        return [
-            r.id for n in layout.phase_numbers(settings.data_dir) for r in buffer.read_records(settings.data_dir, n)
-        ]
-
-    wait_for(lambda: "after" in buffered(), message="the pair after the unwritable one")
-    assert buffered() == ["after"] and running_consumer.is_alive()
+    produce(settings, messages)
+    wait_for(lambda: "after" in buffered(settings.data_dir), message="the pair after the unwritable one")
+    assert buffered(settings.data_dir) == ["after"] and running_consumer.is_alive()
     dead = wait_for(lambda: (d := read_topic(settings.kafka_bootstrap, settings.dlq_topic)) and len(d) >= 2 and d)
     reasons = {m.key: dict(m.headers)["reason"].decode() for m in dead}
     assert set(reasons) == {b"lone", b"deep"} and all(reasons.values())

@@ -10,7 +10,9 @@ from PIL import Image, ImageDraw
 from tests.fake_npm import make_tgz, no_network
 from trainer.data import split_of
 from trainer.datasets import iconify
-from trainer.datasets.emoji import EmojiDataset, Names, Style, canonical, emoji_stream, load_concepts, slugify
+from trainer.datasets.emoji import EmojiDataset, emoji_stream
+from trainer.datasets.emoji_concepts import Names, canonical, load_concepts, slugify
+from trainer.datasets.emoji_styles import Style
 from trainer.datasets.npm import IntegrityError, NpmCache, sha512_integrity, tarball_name
 
 # hexcode, CLDR label, tags, group, subgroup

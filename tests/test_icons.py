@@ -10,7 +10,9 @@ from PIL import Image
 from tests.fake_npm import FakeRegistry, iconify_package, no_network, seed_cache, write_tarballs
 from trainer.data import split_of
 from trainer.datasets import iconify
-from trainer.datasets.icons import PRETRAIN_SETS, IconDataset, IconSet, concept_of, readable, select_icons
+from trainer.datasets.icon_concepts import concept_of, readable, select_icons
+from trainer.datasets.icon_sets import PRETRAIN_SETS, IconSet
+from trainer.datasets.icons import IconDataset
 
 WORDS = (
     "arrow-left arrow-right home heart star user bell lock cloud camera search trash folder flag gift key "

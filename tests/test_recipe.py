@@ -9,24 +9,25 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.settings import Settings
-from service.workers import train_config
+from service.trainer_worker import train_config
 from trainer.config import TrainConfig
 
 
 def test_the_service_default_recipe_is_the_trainconfig_default():
-    s = Settings(_env_file=None)
-    assert s.recipe == TrainConfig()
-    assert train_config(s) == TrainConfig().with_(device=s.device, seed=s.seed)
+    assert Settings(_env_file=None).recipe == TrainConfig()
 
 
 def test_recipe_fields_are_read_from_nested_variables(monkeypatch):
     monkeypatch.setenv("MODX_RECIPE__METHOD", "modx")
     monkeypatch.setenv("MODX_RECIPE__ALPHA", "3.5")
     monkeypatch.setenv("MODX_RECIPE__EXPERT", "true")
+    monkeypatch.setenv("MODX_RECIPE__EPOCHS", "3")
+    monkeypatch.setenv("MODX_RECIPE__SEED", "3")
     monkeypatch.setenv("MODX_SEED", "7")
     s = Settings()
     assert (s.recipe.method, s.recipe.alpha, s.recipe.expert) == ("modx", 3.5, True)
-    assert train_config(s).seed == 7 and train_config(s).epochs == TrainConfig().epochs
+    assert train_config(s).epochs == 3 and train_config(s).method == "modx"  # the nested recipe is what trains
+    assert train_config(s).seed == 7  # the host's MODX_SEED wins over the recipe's own
     monkeypatch.setenv("MODX_RECIPE__REPLAY_POLICY", "lottery")
     with pytest.raises(ValidationError, match="replay_policy"):
         Settings()

@@ -20,8 +20,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 from service.app import create_app
+from service.indexer_worker import IndexerWorker
 from service.registry import Registry
-from service.workers import IndexerWorker, bootstrap
+from service.trainer_worker import bootstrap
 from tests.helpers import bearer, make_key, private_settings, wait_for, write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 

@@ -8,8 +8,9 @@ import base64
 
 import pytest
 
+from service.indexer_worker import IndexerWorker
 from service.registry import Registry
-from service.workers import IndexerWorker, bootstrap
+from service.trainer_worker import bootstrap
 from tests.helpers import api_client, wait_for, write_phases
 from trainer.datasets.synthetic import SyntheticDataset
 

@@ -8,12 +8,9 @@ import sys
 import threading
 import time
 
-from kafka import KafkaProducer
-
-from service import consumer
 from service.infra import start_process
 from service.stack import Supervisor, drain
-from tests.helpers import good_value, wait_for
+from tests.helpers import consumer_thread, good_value, produce, wait_for
 
 
 def test_a_role_whose_log_cannot_be_opened_logs_to_stderr(tmp_path, capfd):
@@ -52,25 +49,15 @@ def test_supervisor_restarts_a_killed_role_at_once_and_backs_off_a_failing_one(t
 
 
 def test_drain_keeps_the_broker_until_every_acknowledged_pair_is_consumed(settings, tmp_path):
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for i in range(5):
-        producer.send(settings.topic, key=f"d{i}".encode(), value=good_value(f"d{i}"))
-    producer.flush()
-    producer.close()
+    produce(settings, [(f"d{i}".encode(), good_value(f"d{i}")) for i in range(5)])
     supervisor, force = Supervisor({}, tmp_path, {}), threading.Event()
     threading.Timer(2.0, force.set).start()
     t0 = time.monotonic()
     assert drain(settings, supervisor, force, interval_s=0.2) == 5  # no consumer: waited until forced
     assert time.monotonic() - t0 >= 1.9
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(settings, stop), daemon=True)
-    thread.start()
-    try:
+    with consumer_thread(settings):
         done = []
         waiter = threading.Thread(target=lambda: done.append(drain(settings, supervisor, threading.Event(), 0.2)))
         waiter.start()
         wait_for(lambda: done, timeout_s=60, message="the drain to finish once the consumer caught up")
         assert done == [0]
-    finally:
-        stop.set()
-        thread.join(30)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.validation import Limits, PairError, check_image, sniff_content_type, validate_batch, validate_pair
+from service.image_check import check_image, sniff_content_type
+from service.limits import Limits, PairError
+from service.validation import validate_batch, validate_pair
 from tests.helpers import b64, bomb_png, make_image, make_png, pair_json, truncated_png
 
 LIMITS = Limits(

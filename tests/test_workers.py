@@ -12,9 +12,10 @@ import pytest
 
 from bench import loopfs
 from service import buffer
+from service.indexer_worker import IndexerWorker
 from service.registry import Registry
+from service.trainer_worker import TrainerWorker, bootstrap, train_next
 from service.training import guard
-from service.workers import IndexerWorker, TrainerWorker, bootstrap, train_next
 from tests.helpers import write_phases
 from trainer import layout
 from trainer.atomic import read_json

@@ -26,11 +26,12 @@ from service.backpressure import WriteGate
 from service.deps import form_body, get_ingestor, get_limits, get_registry, get_settings, get_write_gate, json_body
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
+from service.limits import Limits, PairError, PixelBudget
 from service.pair_state import pair_state
 from service.registry import Registry
 from service.schemas import Accepted, AcceptedOut, PairsIn
 from service.settings import Settings
-from service.validation import Limits, PairError, PixelBudget, ValidPair, check_count, validate_batch, validate_fields
+from service.validation import ValidPair, check_count, validate_batch, validate_fields
 
 log = logging.getLogger("modx.api")
 router = APIRouter(prefix="/v1/pairs", tags=["pairs"], dependencies=[require("write")], responses=AUTH_RESPONSES)

@@ -20,10 +20,12 @@ from service.auth import AUTH_RESPONSES, require
 from service.buffer import read_image
 from service.deps import get_limits, get_serving, get_settings, json_body
 from service.errors import api_error, responses
+from service.image_check import check_image, decode_base64
+from service.limits import Limits, PairError, PixelBudget
 from service.schemas import Hit, SearchRequest, SearchResponse
 from service.serving import ServingState
 from service.settings import Settings
-from service.validation import Limits, PairError, PixelBudget, check_image, check_json_values, decode_base64
+from service.validation import check_json_values
 
 router = APIRouter(tags=["search"], dependencies=[require("read")], responses=AUTH_RESPONSES)
 

@@ -8,13 +8,9 @@ while the words do not.
 Sources are npm packages (trainer.datasets.npm: `npm pack` into a cache directory, checked
 against the registry's sha512 integrity and pinned in a lock file there, so later runs work
 offline; the art is never copied into the repository). SVG sets are resolved and rendered
-by trainer.datasets.iconify.
-
-| style kind | packages | what is read |
-|---|---|---|
-| png | emoji-datasource-{google,twitter,facebook} | emoji.json + img/<set>/64/*.png |
-| iconify | @iconify-json/{noto,twemoji,openmoji,fluent-emoji-flat,emojione,fxemoji} | icons.json, chars.json |
-| names | emojibase-data | <lang>/data.json (label, tags), en/messages.json |
+by trainer.datasets.iconify. The styles and how each draws a concept: trainer.datasets.emoji_styles;
+the concepts and captions (emojibase-data's <lang>/data.json, en/messages.json):
+trainer.datasets.emoji_concepts.
 
 Concepts are keyed by their codepoints without FE0F (`1f600`, `2764`); pair ids are
 `<style>:<key>` (`google:1f600`). Only concepts that every selected style draws are kept.
@@ -26,208 +22,15 @@ out, for retention: the concept is usually trained in the other styles).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import re
-import unicodedata
-from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
-
 from trainer.data import Pair, id_fraction, split_of
-from trainer.datasets import iconify
-from trainer.datasets.iconify import load_rendered, pick_renderer, save_rendered
-from trainer.datasets.npm import Npm, NpmCache, package_license, read_members, read_tgz_json, run_npm, tarball_name
-
-# ---------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class Style:
-    """One domain: an npm package holding one designer's emoji art."""
-
-    name: str
-    package: str
-    version: str
-    kind: str  # "png" (emoji-datasource layout) | "iconify" (Iconify JSON)
-    image_set: str = ""  # png only: the folder under img/
-    art_license: str = ""  # the art's licence where it differs from package.json's
-
-
-@dataclass(frozen=True)
-class Names:
-    """The package with the CLDR names and keywords."""
-
-    package: str = "emojibase-data"
-    version: str = "17.0.0"
-
-
-def _png(name: str, art_license: str) -> Style:
-    return Style(name, f"emoji-datasource-{name}", "16.0.0", "png", name, art_license)
-
-
-def _iconify(name: str, package: str, version: str) -> Style:
-    return Style(name, f"@iconify-json/{package}", version, "iconify")
-
-
-STYLES: dict[str, Style] = {
-    "google": _png("google", "Apache-2.0 (Noto Emoji images)"),
-    "twitter": _png("twitter", "CC-BY-4.0 (Twemoji images)"),
-    "facebook": _png("facebook", "no clear licence (images (c) Facebook, Inc.)"),
-    "noto": _iconify("noto", "noto", "1.2.9"),
-    "twemoji": _iconify("twemoji", "twemoji", "1.2.5"),
-    "openmoji": _iconify("openmoji", "openmoji", "1.2.29"),
-    "fluent": _iconify("fluent", "fluent-emoji-flat", "1.2.6"),
-    "emojione": _iconify("emojione", "emojione", "1.2.3"),
-    "fxemoji": _iconify("fxemoji", "fxemoji", "1.2.2"),
-}
-PRESETS: dict[str, tuple[str, ...]] = {
-    "google-twemoji-fluent": ("google", "twitter", "fluent"),
-}
-CAPTIONS = ("name", "name+keywords")
-RENDER_FORMAT = 1  # bump to invalidate every rendered cache
-
-
-# ---------------------------------------------------------------- concepts
-
-
-@dataclass(frozen=True)
-class Concept:
-    key: str  # codepoints without FE0F, lower-case: "1f600", "1f468-200d-1f4bb"
-    label: str  # English CLDR name, used for matching icon names
-    name: str  # the caption's name, lower-case, in the chosen language
-    tags: tuple[str, ...]
-    category: str
-    subcategory: str
-
-
-def canonical(hexcode: str) -> str:
-    """Codepoints without the FE0F variation selector, lower-case, dash-joined."""
-    return "-".join(p for p in hexcode.lower().replace("_", "-").split("-") if p and p != "fe0f")
-
-
-SLUG_WORDS = ((".", ""), ("'", ""), ("&", " and "), ("#", " number sign "), ("*", " asterisk "), ("!", " exclamation "))
-
-
-def slugify(text: str) -> str:
-    """A CLDR name as an Iconify icon name: "flag: U.S. Virgin Islands" -> "flag-us-virgin-islands"."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    for old, new in SLUG_WORDS:
-        text = text.replace(old, new)
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
-
-
-def load_concepts(tgz: Path, language: str = "en") -> dict[str, Concept]:
-    """emojibase's emoji (no components, no regional indicators), in emojibase order."""
-    files = read_tgz_json(tgz, ["en/data.json", "en/messages.json", f"{language}/data.json"])
-    if f"{language}/data.json" not in files:
-        raise ValueError(f"{tgz.name} has no {language}/data.json")
-    messages = files["en/messages.json"]
-    groups = {g["order"]: g for g in messages["groups"]}
-    subgroups = {g["order"]: g["key"] for g in messages["subgroups"]}
-    names = {canonical(e["hexcode"]): e["label"] for e in files[f"{language}/data.json"]}
-    concepts = {}
-    for e in files["en/data.json"]:
-        group = groups.get(e.get("group"))
-        if group is None or group["key"] == "component":
-            continue
-        key = canonical(e["hexcode"])
-        name = names.get(key, e["label"]).lower()
-        subgroup = subgroups.get(e.get("subgroup"), "")
-        concepts[key] = Concept(key, e["label"], name, tuple(e.get("tags", ())), group["message"], subgroup)
-    return concepts
-
-
-def caption(concept: Concept, mode: str = "name", n_keywords: int = 3) -> str:
-    """The CLDR name, or "name: kw, kw, kw" with keywords not already in the name."""
-    if mode == "name":
-        return concept.name
-    if mode != "name+keywords":
-        raise ValueError(f"captions must be one of {CAPTIONS}, not {mode!r}")
-    words = set(concept.name.replace(":", " ").split())
-    keywords = [t.lower() for t in concept.tags if t.lower() not in words][:n_keywords]
-    return f"{concept.name}: {', '.join(keywords)}" if keywords else concept.name
-
-
-# ---------------------------------------------------------------- images
-
-
-def png_images(tgz: Path, style: Style, concepts: dict[str, Concept], size: int) -> tuple[dict[str, bytes], dict]:
-    """emoji-datasource: the 64 px PNGs of the concepts this set draws."""
-    index = read_tgz_json(tgz, ["emoji.json"])["emoji.json"]
-    files = {}
-    for e in index:
-        key = canonical(e["unified"])
-        if key in concepts and e.get(f"has_img_{style.image_set}", True):
-            files[f"img/{style.image_set}/64/{e['image']}"] = key
-    raw = read_members(tgz, files)
-    images = {files[path]: iconify.on_white(Image.open(io.BytesIO(data)), size) for path, data in raw.items()}
-    return images, {"matched_by": {"codepoint": len(images)}, "listed": len(files)}
-
-
-def match_icons(icon_set: dict, chars: dict, concepts: dict[str, Concept]) -> dict[str, tuple[str, str]]:
-    """concept key -> (icon name, how): by codepoint (chars.json), else by slugified name.
-
-    Name candidates, in order: the CLDR name, the Unicode character name, "flag-for-..."
-    (older sets), each also without dashes (fxemoji). An icon is used at most once.
-    """
-    names = set(icon_set.get("icons", {})) | set(icon_set.get("aliases", {}))
-    by_char = {canonical(code): name for code, name in chars.items() if name in names}
-    matched = {k: (by_char[k], "codepoint") for k in concepts if k in by_char}
-    taken = {name for name, _ in matched.values()}
-    for key, concept in concepts.items():
-        if key in matched:
-            continue
-        for candidate in _name_candidates(concept):
-            if candidate in names and candidate not in taken:
-                matched[key] = (candidate, "name")
-                taken.add(candidate)
-                break
-    return matched
-
-
-def _name_candidates(concept: Concept) -> list[str]:
-    slugs = [slugify(concept.label)]
-    codepoints = concept.key.split("-")
-    if len(codepoints) == 1:
-        try:
-            slugs.append(slugify(unicodedata.name(chr(int(codepoints[0], 16)))))
-        except ValueError:
-            pass
-    if slugs[0].startswith("flag-"):
-        slugs.append("flag-for-" + slugs[0][5:])
-    return slugs + [s.replace("-", "") for s in slugs]
-
-
-def iconify_images(tgz: Path, concepts: dict[str, Concept], size: int, renderer: str) -> tuple[dict[str, bytes], dict]:
-    """Iconify JSON: the matched icons rasterised on white."""
-    files = read_tgz_json(tgz, ["icons.json", "chars.json"])
-    icon_set = files["icons.json"]
-    matched = match_icons(icon_set, files.get("chars.json", {}), concepts)
-    images, how = {}, {"codepoint": 0, "name": 0}
-    for key, (name, by) in matched.items():
-        png = iconify.render_icon(icon_set, name, size, renderer)
-        if png is not None:
-            images[key] = png
-            how[by] += 1
-    return images, {"matched_by": how, "renderer": renderer}
-
-
-# ---------------------------------------------------------------- rendered cache
-
-
-def render_cache_path(root: Path, style: Style, integrity: str, names: Names, size: int, renderer: str) -> Path:
-    """One zip per (package version and hash, size, renderer, emojibase version)."""
-    digest = hashlib.sha256(integrity.encode()).hexdigest()[:12]
-    stem = f"{tarball_name(style.package, style.version)[:-4]}-{style.image_set or 'svg'}-{size}px-{renderer}"
-    return root / "rendered" / f"{stem}-{names.package}-{names.version}-{digest}-v{RENDER_FORMAT}.zip"
-
-
-# ---------------------------------------------------------------- dataset
+from trainer.datasets.emoji_concepts import CAPTIONS, Concept, Names, caption, load_concepts
+from trainer.datasets.emoji_styles import PRESETS, STYLES, Style, iconify_images, png_images
+from trainer.datasets.iconify import load_rendered, pick_renderer, rendered_path, save_rendered
+from trainer.datasets.npm import Npm, NpmCache, package_license, run_npm
 
 
 class EmojiDataset:
@@ -372,8 +175,9 @@ class EmojiDataset:
     def _render(self, style: Style) -> tuple[dict[str, bytes], dict]:
         tgz = self.cache.tarball(style.package, style.version)
         renderer = "pil" if style.kind == "png" else pick_renderer(self.renderer)
-        integrity = self._integrity(style.package, style.version)
-        path = render_cache_path(self.cache.root, style, integrity, self.names, self.size, renderer)
+        extra = (self.names.package, self.names.version)  # one zip per (package, size, renderer, names)
+        tag = style.image_set or "svg"
+        path = rendered_path(self.cache, style.package, style.version, tag, self.size, renderer, extra)
         if path.exists():
             return load_rendered(path)
         if style.kind == "png":

@@ -9,15 +9,20 @@ the slow part of every icon loader, so renders are kept in one zip per source
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 from PIL import Image
 
 from trainer.atomic import atomic_file, make_dirs
 from trainer.data import encode_png
+from trainer.datasets.npm import NpmCache, tarball_name
+
+RENDER_FORMAT = 1  # bump to invalidate every rendered cache (emoji styles and icon sets)
 
 
 def resolve_icon(icon_set: dict, name: str) -> dict | None:
@@ -112,6 +117,22 @@ def render_icon(icon_set: dict, name: str, size: int, renderer: str) -> bytes | 
 
 
 # ---------------------------------------------------------------- rendered cache
+
+
+def rendered_path(
+    cache: NpmCache, package: str, version: str, tag: str, size: int, renderer: str, extra: Sequence[str] = ()
+) -> Path:
+    """`<cache>/rendered/<package>-<version>-<tag>-<size>px-<renderer>[-<extra>...]-<hash>-v<format>.zip`:
+    one zip per package version (and its integrity hash), size, renderer and whatever else
+    the renders depend on (`extra`); the package is fetched (and locked) first."""
+    cache.tarball(package, version)
+    digest = hashlib.sha256(cache.integrity(package, version).encode()).hexdigest()[:12]
+    stem = tarball_name(package, version)[:-4]
+    return (
+        cache.root
+        / "rendered"
+        / ("-".join([stem, tag, f"{size}px", renderer, *extra, digest]) + f"-v{RENDER_FORMAT}.zip")
+    )
 
 
 def save_rendered(path: Path, images: dict[str, bytes], meta: dict) -> None:

@@ -5,21 +5,10 @@ an npm package `@iconify-json/NAME`, fetched and verified by trainer.datasets.np
 offline once cached, never vendored) and rendered by trainer.datasets.iconify. The sets in
 EVAL_SETS are never used for pretraining; they are kept to evaluate generalisation.
 
-**Concepts.** An icon's name with its style marks removed is its concept, and the caption is
-the concept made readable: `arrow-left-circle-fill` -> concept `arrow-left-circle`, caption
-"arrow left circle" (optionally "arrow left circle (arrows)" with the set's category). The
-rule, in order (`concept_of`):
-
-1. a style prefix or suffix the set declares in its metadata.json (`prefixes`, `suffixes`:
-   material-symbols' `-outline-rounded`, fluent's `-24-regular`, ic's `baseline-`) is cut;
-2. then, repeatedly, a trailing token that marks a style (STYLE_WORDS: fill, outline, line,
-   solid, regular, bold, duotone, twotone, sharp, light, thin, ...), a size (SIZE_TOKENS:
-   10, 12, 16, 20, 24, 28, 32, 48, 96) or a zero-padded variant number (`01`..`09`) is cut;
-3. a name that would be left empty keeps its last token.
-
-Inside one set, icons of the same concept are style variants of one drawing: the one with
-the fewest marks cut is kept (ties: the first name in sorted order), the others dropped.
-Hidden (deprecated) icons and aliases are skipped.
+**Concepts** (trainer.datasets.icon_concepts): an icon's name with its style marks removed is its
+concept, and the caption is the concept made readable (`arrow-left-circle-fill` -> "arrow left
+circle"); inside one set the icon with the fewest marks is kept per concept. The sets and
+their licences: trainer.datasets.icon_sets.
 
 **Splits.** By concept, by hash (`id_fraction(concept)`, salted with the seed if given), the
 same in every set: `test` concepts (test_fraction) and `validation` concepts
@@ -35,158 +24,17 @@ package version and hash, size and renderer) and only the icons missing from it 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Sequence
 
 from trainer.data import Pair, id_fraction, split_of
 from trainer.datasets import iconify
-from trainer.datasets.npm import Npm, NpmCache, package_license, read_tgz_json, run_npm, tarball_name
+from trainer.datasets.icon_concepts import Icon, readable, select_icons
+from trainer.datasets.icon_sets import EVAL_SETS, PRETRAIN_SETS, IconSet, set_license
+from trainer.datasets.npm import Npm, NpmCache, read_tgz_json, run_npm
 
-
-@dataclass(frozen=True)
-class IconSet:
-    """One domain: an Iconify JSON package."""
-
-    name: str
-    package: str
-    version: str
-
-
-def _sets(versions: dict[str, str]) -> dict[str, IconSet]:
-    return {name: IconSet(name, f"@iconify-json/{name}", v) for name, v in versions.items()}
-
-
-PRETRAIN_SETS: dict[str, IconSet] = _sets(
-    {
-        "bi": "1.2.7",
-        "ri": "1.2.10",
-        "ion": "1.2.7",
-        "octicon": "1.2.36",
-        "uil": "1.2.3",
-        "iconoir": "1.2.11",
-        "heroicons": "1.2.3",
-        "mingcute": "1.2.8",
-        "solar": "1.2.13",
-        "fluent": "1.2.60",
-        "ic": "1.2.4",
-        "majesticons": "1.2.5",
-        "akar-icons": "1.2.7",
-        "bx": "1.2.3",
-        "cil": "1.2.3",
-        "codicon": "1.2.74",
-        "eva": "1.2.3",
-        "gg": "1.2.2",
-        "humbleicons": "1.2.20",
-        "jam": "1.2.3",
-        "la": "1.2.1",
-        "ant-design": "1.2.9",
-        "clarity": "1.2.4",
-        "system-uicons": "1.2.4",
-        "pixelarticons": "1.2.9",
-        "mi": "1.2.2",
-        "basil": "1.2.4",
-        "gravity-ui": "1.2.15",
-        "hugeicons": "1.2.35",
-        "prime": "1.2.5",
-        "quill": "1.2.4",
-        "radix-icons": "1.2.6",
-        "tdesign": "1.2.19",
-        "typcn": "1.2.2",
-        "ep": "1.2.4",
-        "fa6-solid": "1.2.4",
-        "fa6-regular": "1.2.4",
-        "material-symbols": "1.2.98",
-        "icon-park-outline": "1.2.4",
-        "mynaui": "1.2.19",
-        "lets-icons": "1.2.2",
-        "iconamoon": "1.2.2",
-        "mage": "1.2.4",
-        "stash": "1.2.4",
-        "proicons": "1.2.20",
-        "famicons": "1.2.2",
-    }
-)
-EVAL_SETS: dict[str, IconSet] = _sets(
-    {
-        "teenyicons": "1.2.2",
-        "fontisto": "1.2.1",
-        "gridicons": "1.2.5",
-        "pepicons-pop": "1.2.4",
-        "f7": "1.2.2",
-    }
-)
-STYLE_WORDS = frozenset(
-    "fill filled f outline outlined line linear solid regular bold duotone twotone sharp rounded light thin broken "
-    "alerted badged".split()
-)
-SIZE_TOKENS = frozenset("10 12 16 20 24 28 32 48 96".split())
 CAPTIONS = ("name", "name+category")
-RENDER_FORMAT = 1  # bump to invalidate every rendered icon cache
-
-
-def concept_of(name: str, prefixes: Sequence[str] = (), suffixes: Sequence[str] = ()) -> tuple[str, int]:
-    """(concept, marks cut) of an icon name under the module's rule (see the docstring)."""
-    marks = 0
-    for prefix in sorted((p for p in prefixes if p), key=len, reverse=True):
-        if name.startswith(prefix + "-") and len(name) > len(prefix) + 1:
-            name, marks = name[len(prefix) + 1 :], marks + 1
-            break
-    for suffix in sorted((s for s in suffixes if s), key=len, reverse=True):
-        if name.endswith("-" + suffix) and len(name) > len(suffix) + 1:
-            name, marks = name[: -len(suffix) - 1], marks + 1
-            break
-    tokens = name.split("-")
-    while len(tokens) > 1 and _is_mark(tokens[-1]):
-        tokens.pop()
-        marks += 1
-    return "-".join(tokens), marks
-
-
-def _is_mark(token: str) -> bool:
-    return token in STYLE_WORDS or token in SIZE_TOKENS or re.fullmatch(r"0[1-9]", token) is not None
-
-
-def readable(concept: str) -> str:
-    """`arrow-left-circle` -> "arrow left circle"."""
-    return concept.replace("-", " ").strip()
-
-
-@dataclass(frozen=True)
-class Icon:
-    name: str  # the icon's name in its set: "arrow-left-circle-fill"
-    concept: str  # "arrow-left-circle"
-    category: str  # the set's category ("" if the set has none)
-
-
-def select_icons(icon_set: dict, metadata: dict) -> dict[str, Icon]:
-    """concept -> the one icon kept for it in this set (visible icons only, no aliases)."""
-    categories = {n: c for c, names in (metadata.get("categories") or {}).items() for n in names}
-    prefixes, suffixes = list(metadata.get("prefixes") or {}), list(metadata.get("suffixes") or {})
-    best: dict[str, tuple[int, str]] = {}
-    for name, icon in icon_set.get("icons", {}).items():
-        if icon.get("hidden"):
-            continue
-        concept, marks = concept_of(name, prefixes, suffixes)
-        if concept not in best or (marks, name) < best[concept]:
-            best[concept] = (marks, name)
-    return {c: Icon(name, c, categories.get(name, "")) for c, (_, name) in sorted(best.items())}
-
-
-def set_license(info: dict, tgz: Path) -> dict:
-    """The set's licence as its info.json names it (spdx, title, url), and its author."""
-    lic = info.get("license") or {}
-    return {
-        "spdx": lic.get("spdx") or package_license(tgz),
-        "title": lic.get("title", ""),
-        "url": lic.get("url", ""),
-        "author": (info.get("author") or {}).get("name", ""),
-        "set_name": info.get("name", ""),
-    }
 
 
 class IconDataset:
@@ -302,7 +150,7 @@ class IconDataset:
 
     def _render(self, icon_set: IconSet) -> dict[str, bytes]:
         renderer = iconify.pick_renderer(self.renderer)
-        path = self._render_path(icon_set, renderer)
+        path = iconify.rendered_path(self.cache, icon_set.package, icon_set.version, "icons", self.size, renderer)
         images, _ = iconify.load_rendered(path) if path.exists() else ({}, {})
         wanted = [icon.name for icon in self.selected[icon_set.name].values()]
         missing = [n for n in wanted if n not in images]
@@ -316,13 +164,6 @@ class IconDataset:
                 {"package": icon_set.package, "version": icon_set.version, "size": self.size, "renderer": renderer},
             )
         return {n: images[n] for n in wanted}
-
-    def _render_path(self, icon_set: IconSet, renderer: str) -> Path:
-        self.cache.tarball(icon_set.package, icon_set.version)  # fetched (and locked) first
-        integrity = self.cache.integrity(icon_set.package, icon_set.version)
-        digest = hashlib.sha256(integrity.encode()).hexdigest()[:12]
-        stem = tarball_name(icon_set.package, icon_set.version)[:-4]
-        return self.cache.root / "rendered" / f"{stem}-icons-{self.size}px-{renderer}-{digest}-v{RENDER_FORMAT}.zip"
 
     @cached_property
     def _splits(self) -> dict[str, dict[str, list[Pair]]]:

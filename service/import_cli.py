@@ -25,8 +25,9 @@ from rich.table import Table
 from service import importer
 from service.cli_client import ApiKeyOption, UrlOption
 from service.client import DEFAULT_URL, ApiError, Client
+from service.limits import Limits, PairError
 from service.settings import Settings
-from service.validation import Limits, PairError, validate_fields
+from service.validation import validate_fields
 
 JSON_OVERHEAD = 160  # bytes of JSON around one pair's fields
 

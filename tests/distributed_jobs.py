@@ -128,3 +128,17 @@ def run_jobs(parent, pairs, out: Path, crashed: Path) -> dict:
     path = train(parent, pairs, "modx", out / "resumed", losses=steps, work_dir=crashed)
     result["resumed"] = {"first_step": len(result["train"]["modx"]["losses"]) - len(steps) + 1, "out": path}
     return result
+
+
+def fail_one_rank() -> None:
+    """Rank 1 fails inside a data-parallel block while rank 0 waits for it in a collective,
+    and the failure is caught, as the trainer worker's loop catches a failed phase; rank 1
+    would then wait for the next phase, rank 0 for rank 1, for good."""
+    try:
+        with distributed.together():
+            if distributed.rank() == 1:
+                raise ValueError("a fault on rank 1")
+            distributed.barrier()
+    except ValueError:
+        pass
+    distributed.broadcast(None)

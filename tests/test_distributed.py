@@ -8,6 +8,9 @@ global batch, the weights after a few steps, EWC's Fisher, and a resume of a che
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +134,12 @@ def test_simulate_on_two_ranks_gives_the_one_process_recall_table(tmp_path):
     assert results[2]["phases"][1]["train"]["ranks"] == 2 and "ranks" not in results[1]["phases"][1]["train"]
     losses = [results[n]["phases"][1]["train"]["final_loss"] for n in (1, 2)]
     assert abs(losses[0] - losses[1]) < 1e-3 * abs(losses[0]), losses
+
+
+def test_a_rank_failing_in_step_ends_the_job_instead_of_leaving_the_others_waiting():
+    code = "from tests.distributed_jobs import fail_one_rank; from trainer import distributed; "
+    code += "distributed.spawn(fail_one_rank, 2)"
+    root = Path(__file__).parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "rank 1 failed inside a data-parallel block" in proc.stderr and "a fault on rank 1" in proc.stderr

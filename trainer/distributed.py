@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+log = logging.getLogger("modx.distributed")
+
 # control messages (the trainer's leader/follower jobs) may wait hours for the next phase
 CONTROL_TIMEOUT = datetime.timedelta(days=30)
 _control = None
@@ -186,6 +188,22 @@ def follow() -> None:
     while (job := broadcast(None)) is not None:
         fn, args, kwargs = job
         fn(*args, **kwargs)
+
+
+@contextmanager
+def together():
+    """A block every rank runs in step (a data-parallel phase). Under torch.distributed an
+    exception on one rank would leave the others waiting in a collective for good, so it
+    ends this process instead: torchrun then ends the other ranks (and restarts the job
+    with --max-restarts, or the pod restarts), and the phase resumes from its checkpoint."""
+    try:
+        yield
+    except BaseException:
+        if not active():
+            raise
+        log.exception("rank %d failed inside a data-parallel block; ending this rank", rank())
+        logging.shutdown()
+        os._exit(1)
 
 
 @contextmanager

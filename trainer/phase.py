@@ -115,6 +115,11 @@ def train_phase(
     """
     kw = dict(version=version, phase=phase, replay=replay, work_dir=work_dir, extra_record=extra_record)
     distributed.announce(train_phase, parent, pairs, cfg, out, **kw, experts=experts)  # followers join (no on_step)
+    with distributed.together():
+        return _train(parent, pairs, cfg, out, **kw, on_step=on_step, experts=experts)
+
+
+def _train(parent, pairs, cfg, out, *, version, phase, replay, work_dir, on_step, extra_record, experts) -> Path:
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     student, preprocess, tokenizer, parent_record = load_snapshot(parent, device)

@@ -33,13 +33,14 @@ from service import faults, metrics
 from service.buffer import Incoming, phase_info
 from service.cache import update_cache
 from service.dlq import DeadLetters
+from service.durable import BufferLocked
 from service.ingest import ensure_topics, make_producer, seal_request
 from service.limits import Limits, PairError
 from service.messages import commit_offsets, decode_message, first_offsets, make_consumer
 from service.registry import Registry
 from service.settings import Settings
 from service.write_fault import WriteFault
-from service.writer import BufferLocked, PhaseBuffer
+from service.writer import PhaseBuffer
 
 log = logging.getLogger("modx.consumer")
 

@@ -1,6 +1,6 @@
 """The single writer of the phase buffers (service.buffer's layout): append, de-duplicate, seal.
 
-    with PhaseBuffer.from_settings(settings) as buf:     # BufferLocked if another writer holds it
+    with PhaseBuffer.from_settings(settings) as buf:     # service.durable.BufferLocked if another writer holds it
         result = buf.append(batch)                        # every written record fsynced on return
         manifest = buf.seal("request", request="<id>")    # None when the open phase is empty
 
@@ -8,13 +8,13 @@ A write is all or nothing for the caller: the state in memory (known ids, counts
 only after the bytes are fsynced, and after any failure (a full or read-only disk) the
 next call first re-reads the state from disk and cuts a torn tail, so a replay of the
 failed batch writes exactly what is missing. No file stays open for writing between
-calls, so the data directory can be remounted read-only under a running consumer.
+calls, so the data directory can be remounted read-only under a running consumer (the
+lock, the images and the appends: service.durable).
 A record that cannot be serialised (e.g. a lone surrogate) is returned as poison, not raised.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -33,18 +33,14 @@ from service.buffer import (
     read_records,
     utc_now,
 )
+from service.durable import append_lines, lock_writer, write_images
 from service.settings import Settings
-from service.validation import ValidPair
 from trainer import layout
-from trainer.atomic import fsync_dir, has_syncfs, make_dirs, syncfs, write_bytes_atomic, write_json_atomic
+from trainer.atomic import make_dirs, write_json_atomic
 from trainer.data import split_of
 from trainer.layout import image_relpath, phase_numbers
 
 log = logging.getLogger("modx.buffer")
-
-
-class BufferLocked(RuntimeError):
-    """Another process is writing this data directory's phase buffers."""
 
 
 @dataclass
@@ -63,7 +59,7 @@ class PhaseBuffer:
         self.data_dir = Path(data_dir)
         self.phase_size, self.phase_max_age_s, self.probe_fraction = phase_size, phase_max_age_s, probe_fraction
         make_dirs(layout.phases_dir(self.data_dir))
-        self._lock_fd = self._lock()
+        self._lock_fd = lock_writer(self.data_dir)
         self._recover()
 
     @classmethod
@@ -73,18 +69,6 @@ class PhaseBuffer:
         )
 
     # -- lifecycle
-
-    def _lock(self) -> int:
-        path = layout.writer_lock(self.data_dir)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
-        fd = os.open(path, os.O_RDONLY)  # not open for writing: a read-only remount stays possible
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BufferLocked(f"another process writes the phase buffers in {self.data_dir}") from None
-        return fd
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -202,7 +186,7 @@ class PhaseBuffer:
                 continue
             seen.add(item.pair.id)
             fresh.append((item, record, line))
-        self._write_images([item.pair for item, _, _ in fresh])
+        write_images(self.data_dir, [(item.pair.id, item.pair.image) for item, _, _ in fresh])
         while fresh:
             if self.n_open >= self.phase_size:  # full before this batch (e.g. a crash before its seal)
                 result.sealed.append(self._seal("size", None))
@@ -238,34 +222,9 @@ class PhaseBuffer:
             utc_now(),
         )
 
-    def _write_images(self, pairs: Sequence[ValidPair]) -> None:
-        """Every image of the batch durable before any record names it: one syncfs for the
-        whole batch where Linux has it, else an fsync per file and per directory."""
-        one_sync, dirs = has_syncfs(), set()
-        for pair in pairs:
-            path = layout.in_data(self.data_dir, image_relpath(pair.id))
-            make_dirs(path.parent)
-            write_bytes_atomic(path, pair.image, sync=not one_sync, sync_dir=False)
-            dirs.add(path.parent)
-        if pairs and one_sync:
-            syncfs(self.data_dir)
-        elif pairs:
-            for d in dirs:
-                fsync_dir(d)
-
     def _write_lines(self, chunk: list[tuple[Incoming, Record, bytes]]) -> None:
         """Append the records to the open phase and fsync; only then count them."""
-        directory = layout.phase_dir(self.data_dir, self.phase)
-        make_dirs(directory)
-        data = memoryview(b"".join(line for _, _, line in chunk))
-        fd = os.open(layout.pairs_file(self.data_dir, self.phase), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(directory)
+        append_lines(self.data_dir, self.phase, b"".join(line for _, _, line in chunk))
         for item, record, _ in chunk:
             self.known.add(record.id)
             if record.partition is not None and record.offset is not None:

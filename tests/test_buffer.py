@@ -9,9 +9,9 @@ import pytest
 
 from service import buffer
 from service.buffer import Incoming
+from service.durable import BufferLocked
 from service.limits import Limits
 from service.validation import validate_pair
-from service.writer import BufferLocked
 from tests.helpers import buffered as all_ids
 from tests.helpers import incoming, make_image, make_png, open_buffer, pair_json
 from trainer import atomic, layout

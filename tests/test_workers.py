@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bench import loopfs
-from service import buffer
+from service import buffer, trainer_worker
 from service.indexer_worker import IndexerWorker
 from service.registry import Registry
 from service.trainer_worker import TrainerWorker, bootstrap, train_next
@@ -166,3 +166,17 @@ def test_accepted_snapshots_store_expert_embeddings_and_later_phases_distil_agai
     last = read_record(snapshot_dir(s.data_dir, PHASES))["train"]
     assert last["expert_rows"] == last["replayed"] > 0  # every replayed pair had its expert's embeddings
     assert last["teacher_forwards"] == last["pairs"]  # the parent ran on the new pairs only
+
+
+def test_the_trainer_repairs_a_stale_cache_every_cache_sync_s_not_every_tick(worker_settings, stream):
+    """The idle trainer compares Redis with disk at most every CACHE_SYNC_S (it reads every
+    snapshot's files); a stale snapshot entry is rewritten from disk at the next comparison."""
+    s, registry = worker_settings, Registry.from_url(worker_settings.redis_url)
+    worker = TrainerWorker(s, registry)
+    assert worker.tick() is False  # CLIP_0 made and cached
+    registry.cache_snapshots({0: {"snapshot": 0, "status": "rejected"}})  # a cache update lost, say
+    assert worker.tick() is False
+    assert registry.snapshot(0)["status"] == "rejected"  # within CACHE_SYNC_S of the last comparison
+    worker.synced -= trainer_worker.CACHE_SYNC_S  # as if CACHE_SYNC_S had passed
+    assert worker.tick() is False
+    assert registry.snapshot(0)["status"] == "accepted"  # what disk says

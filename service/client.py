@@ -71,7 +71,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _failed(call: Call, response: httpx.Response) -> bool:
-    return response.is_error and not (call.path == "/readyz" and response.status_code == 503)
+    return response.is_error and not (call.path.startswith("/readyz") and response.status_code == 503)
 
 
 def _headers(api_key: str | None) -> dict[str, str]:

@@ -154,9 +154,15 @@ class Endpoints:
         """Liveness (/healthz)."""
         return self._call(Call("GET", "/healthz", lambda r: r.json()))
 
-    def ready(self) -> schemas.Ready:
-        """Readiness (/readyz); a 503 (not ready) is returned, not raised: see `.status`, `.failed`."""
-        return self._call(Call("GET", "/readyz", model(schemas.Ready)))
+    def ready(self, role: str | None = None) -> schemas.Ready:
+        """Readiness: /readyz (searches, and `ingest` beside), or `role` "search" / "ingest" alone.
+        A 503 (not ready) is returned, not raised: see `.status`, `.failed`."""
+        path = "/readyz" if role is None else f"/readyz/{role}"
+        return self._call(Call("GET", path, model(schemas.Ready)))
+
+    def timeline(self) -> dict:
+        """The dashboard's samples of ingest, lag and phase fill (/v1/timeline)."""
+        return self._call(Call("GET", "/v1/timeline", lambda r: r.json()))
 
     def metrics(self) -> str:
         """Prometheus text (admin)."""

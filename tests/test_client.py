@@ -62,6 +62,9 @@ def test_health_ready_and_metrics(client):
     ready = client.ready()
     assert ready.status == "ready" and all(ready.checks.values()) and ready.serving["index"] is not None
     assert "modx_ingest_accepted_pairs" in client.metrics()
+    assert client.ready("ingest").checks == {"kafka": True, "redis": True}
+    assert client.ready("search").status == "ready"
+    assert isinstance(client.timeline(), dict)
 
 
 def test_post_and_upload_report_duplicates(client):

@@ -25,7 +25,7 @@ from service.body_limit import BodyLimit
 from service.errors import install_error_handlers
 from service.ingest import Ingestor
 from service.observe import RequestObserver
-from service.pair_state import TrainedIds
+from service.pair_state import PairStates, TrainedIds
 from service.registry import Registry
 from service.routers import dashboard, health, images, keys, pair, pairs, phases, search, snapshots
 from service.serving import ServingState
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, routers: Sequence[APIRouter] | 
     app.state.ingestor = Ingestor(settings)
     app.state.write_gate = WriteGate(settings)
     app.state.serving = ServingState(settings.data_dir, app.state.registry, settings.device, settings.index_device)
-    app.state.trained = TrainedIds(settings.data_dir)
+    app.state.pair_states = PairStates(app.state.serving, app.state.registry, TrainedIds(settings.data_dir))
     app.state.auth = Auth(settings, app.state.registry)
     app.state.timeline = Timeline(
         app.state.registry, app.state.write_gate, settings.timeline_interval_s, settings.timeline_window_s

@@ -9,6 +9,7 @@ from service.backpressure import WriteGate
 from service.errors import api_error
 from service.ingest import Ingestor
 from service.limits import Limits
+from service.pair_state import PairStates
 from service.registry import Registry
 from service.serving import ServingState
 from service.settings import Settings
@@ -32,6 +33,10 @@ def get_ingestor(request: Request) -> Ingestor:
 
 def get_serving(request: Request) -> ServingState:
     return request.app.state.serving
+
+
+def get_pair_states(request: Request) -> PairStates:
+    return request.app.state.pair_states
 
 
 def get_write_gate(request: Request) -> WriteGate:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis import RedisError
@@ -61,6 +62,18 @@ def is_queued(registry: Registry, pair_id: str) -> bool:
         return registry.queued(pair_id)
     except RedisError:
         return False
+
+
+@dataclass
+class PairStates:
+    """Answers where any pair is, from what this API process follows (`app.state.pair_states`)."""
+
+    serving: ServingState
+    registry: Registry
+    trained: TrainedIds
+
+    def of(self, pair_id: str) -> PairState:
+        return pair_state(pair_id, self.serving, self.registry, self.trained)
 
 
 def pair_state(pair_id: str, serving: ServingState, registry: Registry, trained: TrainedIds) -> PairState:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 
 from service import tombstones
 from service.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from service.buffer import utc_now
-from service.deps import get_registry, get_serving, json_body
+from service.deps import get_pair_states, json_body
 from service.errors import api_error, responses
-from service.pair_state import TrainedIds, pair_state
-from service.registry import Registry
+from service.pair_state import PairStates
 from service.schemas import PAIR_ID, Deleted, DeleteRequest, PairState
 from service.serving import ServingState
 from service.validation import check_json_values
@@ -27,12 +26,8 @@ router = APIRouter(prefix="/v1/pairs", tags=["pairs"], responses=AUTH_RESPONSES)
 PairId = Annotated[str, Path(pattern=PAIR_ID, description="the pair's id")]
 
 
-def get_trained(request: Request) -> TrainedIds:
-    return request.app.state.trained
-
-
-def known(pair_id: str, serving: ServingState, registry: Registry, trained: TrainedIds) -> PairState:
-    state = pair_state(pair_id, serving, registry, trained)
+def known(pair_id: str, states: PairStates) -> PairState:
+    state = states.of(pair_id)
     if state.state == "unknown":
         raise api_error(404, "not_found", f"no pair with id {pair_id!r}", id=pair_id)
     return state
@@ -48,26 +43,22 @@ def delete_ids(ids: list[str], serving: ServingState) -> Deleted:
 def get_pair(
     pair_id: PairId,
     _: ReadKey,
-    serving: Annotated[ServingState, Depends(get_serving)],
-    registry: Annotated[Registry, Depends(get_registry)],
-    trained: Annotated[TrainedIds, Depends(get_trained)],
+    states: Annotated[PairStates, Depends(get_pair_states)],
 ) -> PairState:
     """Where the pair is: queued, buffered (phase), searchable (snapshot, index), trained
     (snapshots), or deleted."""
-    return known(pair_id, serving, registry, trained)
+    return known(pair_id, states)
 
 
 @router.delete("/{pair_id}", response_model=Deleted, responses=responses(401, 403, 404, 422, 429))
 def delete_pair(
     pair_id: PairId,
     _: WriteKey,
-    serving: Annotated[ServingState, Depends(get_serving)],
-    registry: Annotated[Registry, Depends(get_registry)],
-    trained: Annotated[TrainedIds, Depends(get_trained)],
+    states: Annotated[PairStates, Depends(get_pair_states)],
 ) -> Deleted:
     """Delete one pair (404 if the id was never posted)."""
-    known(pair_id, serving, registry, trained)
-    return delete_ids([pair_id], serving)
+    known(pair_id, states)
+    return delete_ids([pair_id], states.serving)
 
 
 @router.post(
@@ -79,15 +70,13 @@ def delete_pair(
 def delete_pairs(
     body: DeleteRequest,
     _: WriteKey,
-    serving: Annotated[ServingState, Depends(get_serving)],
-    registry: Annotated[Registry, Depends(get_registry)],
-    trained: Annotated[TrainedIds, Depends(get_trained)],
+    states: Annotated[PairStates, Depends(get_pair_states)],
 ) -> Deleted:
     """Delete `{"ids": [...]}` (404 naming the first unknown id; nothing is deleted then) or
     every buffered pair matching `{"filter": {key: value}}`."""
     if body.filter is not None:
         check_json_values(body.filter, "filter")
-        return delete_ids(serving.catalog.matching(body.filter), serving)
+        return delete_ids(states.serving.catalog.matching(body.filter), states.serving)
     for pair_id in body.ids:
-        known(pair_id, serving, registry, trained)
-    return delete_ids(body.ids, serving)
+        known(pair_id, states)
+    return delete_ids(body.ids, states.serving)

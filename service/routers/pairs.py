@@ -23,11 +23,20 @@ from redis import RedisError
 from service import metrics, tombstones
 from service.auth import AUTH_RESPONSES, require
 from service.backpressure import WriteGate
-from service.deps import form_body, get_ingestor, get_limits, get_registry, get_settings, get_write_gate, json_body
+from service.deps import (
+    form_body,
+    get_ingestor,
+    get_limits,
+    get_pair_states,
+    get_registry,
+    get_settings,
+    get_write_gate,
+    json_body,
+)
 from service.errors import api_error, responses
 from service.ingest import Ingestor, ProduceError
 from service.limits import Limits, PairError, PixelBudget
-from service.pair_state import pair_state
+from service.pair_state import PairStates
 from service.registry import Registry
 from service.schemas import Accepted, AcceptedOut, PairsIn
 from service.settings import Settings
@@ -115,14 +124,13 @@ def enqueue(
     return AcceptedOut(accepted=[Accepted(id=p.id, status=s) for p, s in zip(pairs, statuses)])
 
 
-def wait_searchable(out: AcceptedOut, response: Response, request: Request, timeout_s: float) -> AcceptedOut:
+def wait_searchable(out: AcceptedOut, response: Response, pair_states: PairStates, timeout_s: float) -> AcceptedOut:
     """Poll until every pair that is not deleted is searchable (200), or answer 202 with the
     states at the timeout."""
-    serving, registry, trained = request.app.state.serving, request.app.state.registry, request.app.state.trained
     ids = [a.id for a in out.accepted if a.status != "deleted"]
     deadline = time.monotonic() + timeout_s
     while True:
-        states = [pair_state(i, serving, registry, trained) for i in ids]
+        states = [pair_states.of(i) for i in ids]
         if all(s.searchable is not None for s in states):
             response.status_code = 200
             break
@@ -142,13 +150,13 @@ def wait_searchable(out: AcceptedOut, response: Response, request: Request, time
 )
 def post_pairs(
     body: PairsIn,
-    request: Request,
     response: Response,
     limits: Limits = Depends(get_limits),
     registry: Registry = Depends(get_registry),
     ingestor: Ingestor = Depends(get_ingestor),
     gate: WriteGate = Depends(get_write_gate),
     settings: Settings = Depends(get_settings),
+    pair_states: PairStates = Depends(get_pair_states),
     wait: Literal["searchable"] | None = Query(None, description="answer once the pairs are searchable"),
     timeout: float = Query(10.0, gt=0, le=MAX_WAIT_S, description="seconds `wait` waits at most"),
 ) -> AcceptedOut:
@@ -159,7 +167,7 @@ def post_pairs(
     check_count(len(body.pairs), limits)
     pairs = validate_batch([p.model_dump() for p in body.pairs], limits)
     out = enqueue(pairs, registry, ingestor, gate, settings.data_dir)
-    return wait_searchable(out, response, request, timeout) if wait else out
+    return wait_searchable(out, response, pair_states, timeout) if wait else out
 
 
 def parse_metadata(metadata: str | None) -> Any:

@@ -20,7 +20,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from service import tombstones
 from service.image_check import sniff_content_type
@@ -245,6 +245,22 @@ def iter_phase(data_dir: str | Path, phase: int, split: str | None = None) -> It
             except FileNotFoundError:
                 if record.id not in tombstones.deleted(data_dir):  # deleted while we read
                     raise
+
+
+class LiveImages(Sequence):
+    """(id, image bytes) of `records` as a sequence whose images are read only when taken: a
+    slice is a stream (`live_images`), so sharded re-embedding never holds the gallery's bytes."""
+
+    def __init__(self, data_dir: str | Path, records: Sequence[Record]):
+        self.data_dir, self.records = data_dir, records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return live_images(self.data_dir, self.records[i])
+        return next(live_images(self.data_dir, [self.records[i]]))
 
 
 def live_images(data_dir: str | Path, records: Iterable[Record]) -> Iterator[tuple[str, bytes]]:

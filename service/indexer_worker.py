@@ -33,6 +33,7 @@ class IndexerWorker:
         self.s, self.registry = s, registry
         self.version: int | None = None
         self.encoders: dict[str, SnapshotImageEncoder | SnapshotTextEncoder] = {}
+        self.shards: dict[str, list] = {"image": [], "text": []}  # with `embed_devices`
         self.indexes: dict[str, Index] = {}
         self.tail = buffer.PhaseTail(s.data_dir)
 
@@ -54,13 +55,18 @@ class IndexerWorker:
         not hold yet, as (id, image bytes) and (id, caption) streams."""
         fresh = [r for _, r in self.tail.new() if r.id not in self.indexes.get("text", ())]
         return {
-            "image": buffer.live_images(self.s.data_dir, fresh),
+            "image": buffer.LiveImages(self.s.data_dir, fresh),
             "text": [(r.id, r.text) for r in fresh],
         }
 
     def load_encoders(self, version: int) -> None:
-        encoders = SnapshotEncoders.load(snapshot_dir(self.s.data_dir, version), self.s.device, self.s.embed_batch_size)
+        """The snapshot's encoders on `device`, and with `embed_devices` one more pair per
+        device for sharded re-embedding (`shards`)."""
+        directory, batch = snapshot_dir(self.s.data_dir, version), self.s.embed_batch_size
+        encoders = SnapshotEncoders.load(directory, self.s.device, batch)
         self.encoders = {"image": encoders.image, "text": encoders.text}
+        per_device = [SnapshotEncoders.load(directory, d, batch) for d in self.s.embed_devices]
+        self.shards = {"image": [e.image for e in per_device], "text": [e.text for e in per_device]}
 
     def rebuild(self, version: int) -> None:
         """Re-embed the whole gallery with `version` and publish its indexes, then serve them."""
@@ -77,7 +83,7 @@ class IndexerWorker:
                 self.indexes[modality] = reindex(
                     version,
                     records[modality],
-                    self.encoders[modality],
+                    self.shards[modality] or self.encoders[modality],
                     index_dir(self.s.data_dir, version, modality),
                     self.s.index_kind,
                     batch_size=self.s.embed_batch_size,

@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     )
     serving_poll_s: float = Field(0.5, gt=0, description="how often the API looks for a new index or segment")
     embed_batch_size: int = Field(256, ge=1)
+    embed_devices: list[str] = Field(
+        [],
+        description='the indexer re-embeds the gallery with one shard per device (e.g. ["cuda:0", "cuda:1"]), '
+        "merged into one index; empty: one worker on `device`",
+    )
 
     # operations: each role's Prometheus port (0: off), logs, the dashboard's timeline
     metrics_host: str = Field("0.0.0.0", description="where the roles' metrics ports listen")

@@ -6,11 +6,14 @@ index and reports recall against it."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
+import numpy as np
 import pytest
 
 from bench import loopfs
+from indexer.store import load_index
 from service import buffer, trainer_worker
 from service.indexer_worker import IndexerWorker
 from service.registry import Registry
@@ -105,6 +108,28 @@ def test_reindex_full_follows_snapshots_and_keep_stays(worker_settings, stream, 
     assert set(recall["old_gallery"]) == set(recall["recall"]) == {"1", "2"}
     for probe in recall["old_gallery"].values():
         assert 0 <= probe["t2i"]["r1"] <= probe["t2i"]["r10"] <= 1
+
+
+def test_the_indexer_re_embeds_in_shards_to_the_index_one_worker_builds(worker_settings, stream):
+    """`embed_devices`: one shard of the gallery per device, merged into one index; the same
+    ids in the same order and the same vectors as one worker (two CPU "devices" here)."""
+    write_phases(worker_settings, stream, n=2)
+    registry = Registry.from_url(worker_settings.redis_url)
+    bootstrap(worker_settings, registry)
+    built = {}
+    for devices in ([], ["cpu", "cpu"]):
+        for modality in layout.MODALITIES:
+            shutil.rmtree(layout.index_dir(worker_settings.data_dir, 0, modality), ignore_errors=True)
+        indexer = IndexerWorker(worker_settings.model_copy(update={"embed_devices": devices}), registry)
+        indexer.tick()
+        assert len(indexer.shards["image"]) == len(devices)
+        built[len(devices)] = {
+            m: load_index(layout.index_dir(worker_settings.data_dir, 0, m), "cpu") for m in ("image", "text")
+        }
+    for modality in ("image", "text"):
+        one, two = built[0][modality], built[2][modality]
+        assert one.size == two.size == 2 * PAIRS and one.ids == two.ids
+        np.testing.assert_allclose(two.raw.reconstruct_n(0, two.size), one.raw.reconstruct_n(0, one.size), atol=1e-5)
 
 
 def test_phase_trains_after_a_consumer_restart_and_a_flush(worker_settings, stream, redis_client):

@@ -55,6 +55,18 @@ PRESETS = {
         seeds=[0],
         device="cpu",
     ),
+    # all five synthetic domains at a size a shared 2-core machine finishes for the whole `front` set
+    "mini5": dict(
+        dataset="synthetic",
+        dataset_kw=dict(n_domains=5, pairs_per_domain=200),
+        model="modx-tiny",
+        first_epochs=20,
+        epochs=8,
+        batch_size=32,
+        lr=5e-4,
+        seeds=[1, 2, 3],
+        device="cpu",
+    ),
     "synthetic": dict(
         dataset="synthetic",
         dataset_kw={},
@@ -130,12 +142,21 @@ SWEEP = {
     "modx expert a1 b1 merge0.2": dict(EXPERT, alpha=1.0, beta=1.0, merge=0.2),
     "modx expert a1 b1 lr0.5x": dict(EXPERT, alpha=1.0, beta=1.0, lr=2.5e-4),
 }
-RECIPES = BASELINES | SWEEP
+# quality against samples per phase (issue 10's front): each name says its nominal budget, 1 + replay_fraction
+# times the new phase's samples; the report's `samples × new phase` column is the measured one
+FRONT = {
+    "ct 1x": dict(method="ct", **NO_REPLAY),
+    **{f"ct + replay {1 + f:g}x": dict(method="ct", replay_fraction=f) for f in (0.5, 1.0, 2.0)},
+    "modx (paper form) 1x": PAPER_MODX,
+    **{f"modx expert a1 b1 {1 + f:g}x": dict(EXPERT, alpha=1.0, beta=1.0, replay_fraction=f) for f in (0.5, 1.0, 2.0)},
+}
+RECIPES = BASELINES | SWEEP | FRONT
 FINAL = [CONVERGED_JOINT, JOINT, "ct", "modx (paper form)", "ct + replay", "modx logit a0.5 + replay"]
 RECIPE_SETS = {
     "baselines": BASELINES,
     "sweep": {n: RECIPES[n] for n in [CONVERGED_JOINT, *SWEEP]},
     "final": {n: RECIPES[n] for n in FINAL},
+    "front": {CONVERGED_JOINT: RECIPES[CONVERGED_JOINT], **FRONT},
 }
 SELECT_SPLIT = "train"  # the target measures retention of trained pairs
 SPLITS = ("train", "probe", "validation", "test")
@@ -445,7 +466,9 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--recipes", default="final", help="final | baselines | sweep | comma-separated recipe names")
+    p.add_argument(
+        "--recipes", default="final", help="final | baselines | sweep | front | comma-separated recipe names"
+    )
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
     p.add_argument(
         "--tune-seeds",

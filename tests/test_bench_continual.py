@@ -50,3 +50,18 @@ def test_smoke_table(tmp_path):
     ):
         assert heading in report
     assert {p.name for p in out.glob("*.png")} == {f"r1_per_phase_{s}.png" for s in ("train", "probe", "validation")}
+
+
+def test_front_recipes_say_their_budget():
+    """The `front` set: the converged joint first, then per method one recipe per budget, whose
+    name's multiple of the new phase's samples is 1 + its replay_fraction (0 for the no-replay ones)."""
+    front = continual.RECIPE_SETS["front"]
+    assert next(iter(front)) == continual.CONVERGED_JOINT
+    budgets = {}
+    for name, fields in list(front.items())[1:]:
+        nominal = float(name.rsplit(" ", 1)[1].removesuffix("x"))
+        assert nominal == 1 + fields.get("replay_fraction", 1.0)
+        budgets.setdefault(fields["method"], set()).add(nominal)
+    assert budgets == {"ct": {1, 1.5, 2, 3}, "modx": {1, 1.5, 2, 3}}
+    assert continual.PRESETS["mini5"]["dataset_kw"]["n_domains"] == 5
+    assert 0 not in continual.PRESETS["mini5"]["seeds"]  # seed 0 tuned the recipes

@@ -67,6 +67,18 @@ PRESETS = {
         seeds=[1, 2, 3],
         device="cpu",
     ),
+    # the same at mini's per-domain size and budget (300 pairs, CLIP_0 30 epochs, 10 per phase)
+    "mini5-large": dict(
+        dataset="synthetic",
+        dataset_kw=dict(n_domains=5, pairs_per_domain=300),
+        model="modx-tiny",
+        first_epochs=30,
+        epochs=10,
+        batch_size=32,
+        lr=5e-4,
+        seeds=[1, 2, 3],
+        device="cpu",
+    ),
     "synthetic": dict(
         dataset="synthetic",
         dataset_kw={},

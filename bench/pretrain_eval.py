@@ -24,6 +24,7 @@ from bench.common import command, machine
 from trainer.datasets.emoji import emoji_stream
 from trainer.datasets.icons import EVAL_SETS, PRETRAIN_SETS, IconDataset
 from trainer.evaluate import evaluate_model
+from trainer.metrics import r1
 from trainer.model import create_model
 
 
@@ -40,7 +41,7 @@ def load(checkpoint: Path, model_name: str):
 def test_r1(model, preprocess, tokenizer, dataset) -> dict:
     probes = {d: dataset.test(d) for d in dataset.domains}
     recall = evaluate_model(model, preprocess, tokenizer, {d: p for d, p in probes.items() if len(p) > 1}).recall
-    per = {d: (r["i2t"]["r1"] + r["t2i"]["r1"]) / 2 for d, r in recall.items()}
+    per = {d: r1(r) for d, r in recall.items()}
     chance = {d: 1 / len(probes[d]) for d in per}
     return {
         "mean_r1": float(np.mean(list(per.values()))),

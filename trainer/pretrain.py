@@ -35,6 +35,7 @@ from trainer.config import TrainConfig
 from trainer.data import Pair
 from trainer.evaluate import evaluate_model
 from trainer.loop import augment, epoch_plan, make_optimizer, run_steps
+from trainer.metrics import r1
 from trainer.model import create_model
 from trainer.objective import phase_loss
 from trainer.snapshot import save_snapshot
@@ -204,10 +205,10 @@ def evaluate_corpus(model, preprocess, tokenizer, dataset) -> dict:
     for split in ("validation", "test"):
         probes = {d: getattr(dataset, split)(d) for d in dataset.domains}
         recall = evaluate_model(model, preprocess, tokenizer, {d: ps for d, ps in probes.items() if len(ps) > 1}).recall
-        r1 = [(r["i2t"]["r1"] + r["t2i"]["r1"]) / 2 for r in recall.values()]
+        per_set = [r1(r) for r in recall.values()]
         out[split] = {
             "per_set": recall,
-            "mean_r1": float(np.mean(r1)) if r1 else None,
+            "mean_r1": float(np.mean(per_set)) if per_set else None,
             "pairs": {d: len(ps) for d, ps in probes.items()},
         }
     return out

@@ -115,20 +115,12 @@ class Stack:
                 raise RuntimeError("modx up did not start:\n" + (work / "up.log").read_text()[-3000:])
             time.sleep(0.5)
         self.key = layout.admin_key_file(data_dir).read_text().strip()
-        self.wait_ready(deadline)
+        # "modx is up" means /healthz; search answers 503 by design until CLIP_0 is indexed
+        if wait_until(self.ready, timeout_s=max(1.0, deadline - time.monotonic())) is None:
+            raise RuntimeError("the API did not become ready:\n" + (work / "up.log").read_text()[-3000:])
 
-    def wait_ready(self, deadline: float) -> None:
-        """Until /readyz says this API can search (CLIP_0 made and indexed): "modx is up" only
-        means it answers /healthz, and a search before readiness is a 503 by design."""
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not become ready:\n" + (self.work / "up.log").read_text()[-3000:])
-            time.sleep(0.2)
+    def ready(self) -> bool:
+        return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
 
     def start_redis(self) -> None:
         # not service.infra.start_process: its PDEATHSIG would stop Redis with the thread that restarted it

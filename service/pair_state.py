@@ -75,6 +75,10 @@ class PairStates:
     def of(self, pair_id: str) -> PairState:
         return pair_state(pair_id, self.serving, self.registry, self.trained)
 
+    def searchable(self, pair_id: str) -> bool:
+        """In the index being served (one set lookup)."""
+        return searchable_in(self.serving, pair_id) is not None
+
 
 def pair_state(pair_id: str, serving: ServingState, registry: Registry, trained: TrainedIds) -> PairState:
     trained_in = trained.snapshots_of(pair_id)

@@ -126,18 +126,17 @@ def enqueue(
 
 def wait_searchable(out: AcceptedOut, response: Response, pair_states: PairStates, timeout_s: float) -> AcceptedOut:
     """Poll until every pair that is not deleted is searchable (200), or answer 202 with the
-    states at the timeout."""
+    states at the timeout. A poll only asks the served index; the full states (snapshot
+    listing, tombstones) are read once, for the answer."""
     ids = [a.id for a in out.accepted if a.status != "deleted"]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        states = [pair_states.of(i) for i in ids]
-        if all(s.searchable is not None for s in states):
-            response.status_code = 200
-            break
+    pending, deadline = ids, time.monotonic() + timeout_s
+    while pending := [i for i in pending if not pair_states.searchable(i)]:
         if time.monotonic() >= deadline:
             break
         time.sleep(WAIT_POLL_S)
-    return out.model_copy(update={"states": states})
+    else:
+        response.status_code = 200
+    return out.model_copy(update={"states": [pair_states.of(i) for i in ids]})
 
 
 @router.post(

@@ -113,6 +113,32 @@ PRESETS = {
         seeds=[0, 1, 2],
         device="cuda",
     ),
+    # the paper's regime (issue 12): CLIP_0 is `modx pretrain`'s checkpoint (--pretrained; without it the
+    # fresh model, the from-scratch reference), domain 0 its icon corpus (evaluated only), then the stream
+    "pretrained-emoji": dict(
+        dataset="after-pretraining",
+        dataset_kw=dict(stream="emoji", size=32),
+        model="modx-small",
+        first_epochs=0,
+        joint_epochs=30,
+        epochs=10,
+        batch_size=128,
+        lr=2e-4,
+        seeds=[1, 2, 3],
+        device="cpu",
+    ),
+    "pretrained-icons": dict(
+        dataset="after-pretraining",
+        dataset_kw=dict(stream="icons", size=32),
+        model="modx-small",
+        first_epochs=0,
+        joint_epochs=30,
+        epochs=10,
+        batch_size=128,
+        lr=2e-4,
+        seeds=[1, 2, 3],
+        device="cpu",
+    ),
     "gpu": dict(
         dataset="emoji",
         dataset_kw=dict(size=224),
@@ -154,6 +180,40 @@ SWEEP = {
     "modx expert a1 b1 merge0.2": dict(EXPERT, alpha=1.0, beta=1.0, merge=0.2),
     "modx expert a1 b1 lr0.5x": dict(EXPERT, alpha=1.0, beta=1.0, lr=2.5e-4),
 }
+# the second tuning round (seed 0 only, at 2x): what each beyond-the-paper control of expert Mod-X buys,
+# against ct + replay under the same learning-rate and averaging changes
+EXPERT_A1B1 = dict(EXPERT, alpha=1.0, beta=1.0)
+SCALED = dict(EXPERT, teacher_scale=True, kl_reduction="mean")
+TUNE = {
+    "ct + replay": dict(method="ct"),
+    "ct + replay lr0.5x": dict(method="ct", lr=2.5e-4),
+    "ct + replay merge0.2": dict(method="ct", merge=0.2),
+    "modx expert a1 b1": EXPERT_A1B1,
+    "modx expert a1 b1 replay-only": dict(EXPERT_A1B1, distill_on="replay"),
+    "modx expert a1 b1 forgotten": dict(EXPERT_A1B1, forgotten_only=True),
+    "modx expert a1 b1 replay-only forgotten": dict(EXPERT_A1B1, distill_on="replay", forgotten_only=True),
+    "modx expert a20 forgotten": dict(EXPERT, alpha=20.0, forgotten_only=True),
+    "modx expert scaled a1": dict(SCALED, alpha=1.0),
+    "modx expert scaled a1 b1": dict(SCALED, alpha=1.0, beta=1.0),
+    "modx expert scaled a1 forgotten": dict(SCALED, alpha=1.0, forgotten_only=True),
+    "modx expert scaled a1 b1 replay-only forgotten": dict(
+        SCALED, alpha=1.0, beta=1.0, distill_on="replay", forgotten_only=True
+    ),
+    "modx expert a1 b1 refresh": dict(EXPERT_A1B1, expert_refresh=True),
+    "modx expert a1 b1 lr0.5x": dict(EXPERT_A1B1, lr=2.5e-4),
+    "modx expert a1 b1 merge0.2": dict(EXPERT_A1B1, merge=0.2),
+}
+# the third round, where forgetting binds (emoji styles, seed 0): the controls that kept plasticity above
+TUNE_EMOJI = {
+    "ct + replay": dict(method="ct"),
+    "modx expert a1 b1": EXPERT_A1B1,
+    "modx expert a1 b1 refresh": dict(EXPERT_A1B1, expert_refresh=True),
+    "modx expert a1 b1 forgotten": dict(EXPERT_A1B1, forgotten_only=True),
+    "modx expert scaled a1": dict(SCALED, alpha=1.0),
+    "modx expert scaled a1 forgotten": dict(SCALED, alpha=1.0, forgotten_only=True),
+    "modx expert scaled a1 forgotten refresh": dict(SCALED, alpha=1.0, forgotten_only=True, expert_refresh=True),
+    "modx expert scaled a1 replay-only forgotten": dict(SCALED, alpha=1.0, distill_on="replay", forgotten_only=True),
+}
 # quality against samples per phase (issue 10's front): each name says its nominal budget, 1 + replay_fraction
 # times the new phase's samples; the report's `samples × new phase` column is the measured one
 FRONT = {
@@ -162,11 +222,13 @@ FRONT = {
     "modx (paper form) 1x": PAPER_MODX,
     **{f"modx expert a1 b1 {1 + f:g}x": dict(EXPERT, alpha=1.0, beta=1.0, replay_fraction=f) for f in (0.5, 1.0, 2.0)},
 }
-RECIPES = BASELINES | SWEEP | FRONT
+RECIPES = BASELINES | SWEEP | TUNE | TUNE_EMOJI | FRONT
 FINAL = [CONVERGED_JOINT, JOINT, "ct", "modx (paper form)", "ct + replay", "modx logit a0.5 + replay"]
 RECIPE_SETS = {
     "baselines": BASELINES,
     "sweep": {n: RECIPES[n] for n in [CONVERGED_JOINT, *SWEEP]},
+    "tune": {n: RECIPES[n] for n in [CONVERGED_JOINT, *TUNE]},
+    "tune-emoji": {n: RECIPES[n] for n in [CONVERGED_JOINT, *TUNE_EMOJI]},
     "final": {n: RECIPES[n] for n in FINAL},
     "front": {CONVERGED_JOINT: RECIPES[CONVERGED_JOINT], **FRONT},
 }
@@ -216,6 +278,24 @@ def final_table(runs: dict, split: str) -> list[str]:
                 for k in ("r1", "r5", "r10")
             ]
             lines.append(f"| {name} | {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def phase_table(runs: dict, split: str) -> list[str]:
+    """R@1/5/10 both directions for every domain after every phase (the paper's tables, every row)."""
+    lines = ["| recipe | after phase | domain | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |"]
+    lines.append("|" + "---|" * 9)
+    for name, seeds in runs.items():
+        results = list(seeds.values())
+        domains = results[0]["domains"]
+        for t in range(len(results[0]["phases"])):
+            for d in domains:
+                cells = [
+                    fmt([split_recall(r["phases"][t], split)[d][dir_][k] for r in results])
+                    for dir_ in ("i2t", "t2i")
+                    for k in ("r1", "r5", "r10")
+                ]
+                lines.append(f"| {name} | {t} {domains[t]} | {d} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -346,7 +426,29 @@ def data_lines(info: dict) -> list[str]:
     if "names" in info:
         n = info["names"]
         lines.append(f"- captions: {n['package']}@{n['version']} ({n['license']}), CLDR names in `{n['language']}`")
+    for name, icon_set in info.get("sets", {}).items():
+        counts = ", ".join(f"{k} {v}" for k, v in info["counts"][name].items())
+        lines.append(
+            f"- icon set `{name}`: {icon_set['package']}@{icon_set['version']} "
+            f"(licence: {icon_set['license']['spdx']}); pairs: {counts}"
+        )
+    if "corpus" in info:
+        c = info["corpus"]
+        sets = ", ".join(f"{k}@{v['version']}" for k, v in c["sets"].items())
+        lines.append(
+            f"- domain 0, the pretraining corpus: {len(c['sets'])} Iconify sets ({sets}); each split evaluated on a "
+            f"fixed sample of {info['corpus_pairs']} pairs pooled over the sets"
+        )
+        lines += data_lines(info["stream"])
     return lines
+
+
+def clip0_line(args: dict) -> str:
+    if args["first_epochs"] != 0:
+        return f"CLIP_0 {args['first_epochs']} epochs on the first domain"
+    if args.get("pretrained"):
+        return f"CLIP_0 = the pretrained checkpoint `{args['pretrained']}` (domain 0: its corpus, evaluated only)"
+    return "CLIP_0 = a fresh model (from scratch; domain 0, the pretraining corpus, evaluated only)"
 
 
 def report(result: dict) -> str:
@@ -358,7 +460,8 @@ def report(result: dict) -> str:
         f"- command: `{result['machine']['command']}`",
         f"- machine: {result['machine'].get('gpu') or result['machine']['cpu']}, {result['machine']['cores']} cores, "
         f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
-        f"- model {args['model']}, CLIP_0 {args['first_epochs']} epochs, {args['epochs']} epochs per phase, "
+        f"- model {args['model']}, {clip0_line(args)}, {args['epochs']} epochs per phase, "
+        f"converged joint {args.get('joint_epochs') or args['first_epochs']} epochs per phase, "
         f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
         *[
             f"- combined from: `{m['command']}` (date {m['date']}, commit {m['commit']})"
@@ -397,6 +500,8 @@ def report(result: dict) -> str:
             "",
             *matrix_table(runs, split),
         ]
+        if split == "test" and args["first_epochs"] == 0:
+            lines += ["### After every phase (held-out test concepts)", "", *phase_table(runs, split), ""]
     drift = drift_table(runs)
     if drift:
         lines += ["## Drift on the probes (fraction per degree bin, mean over seeds)", "", *drift, ""]
@@ -453,7 +558,7 @@ def run(args) -> dict:
         for name, fields_ in recipes.items():
             cfg = base.with_(seed=seed, **fields_)
             print(f"== {name} seed {seed}", flush=True)
-            joint_epochs = args.first_epochs if name == CONVERGED_JOINT else None
+            joint_epochs = (args.joint_epochs or args.first_epochs) if name == CONVERGED_JOINT else None
             runs.setdefault(name, {})[seed] = simulate(
                 dataset,
                 cfg,
@@ -462,6 +567,7 @@ def run(args) -> dict:
                 first_lr=args.lr,
                 joint_epochs=joint_epochs,
                 work_dir=args.work_dir,
+                pretrained=args.pretrained,
             )
     result = {
         "benchmark": "continual",
@@ -490,6 +596,8 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--model")
     p.add_argument("--first-epochs", type=int)
+    p.add_argument("--joint-epochs", type=int, help="the converged joint's epochs per phase (default: CLIP_0's)")
+    p.add_argument("--pretrained", help="CLIP_0's checkpoint (modx pretrain --out), for the pretrained-* presets")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

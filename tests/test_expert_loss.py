@@ -8,19 +8,23 @@ import torch.nn.functional as F
 from trainer.losses import feature_loss, grouped_modx_loss
 
 
-def reference(img, txt, t_img, t_txt, groups, reduction="sum"):
-    """Float64, loops, straight from the definition: per group, per direction, per row."""
+def reference(img, txt, t_img, t_txt, groups, reduction="sum", scales=None, forgotten_only=False):
+    """Float64, loops, straight from the definition: per group, per direction, per row.
+    `scales`: per group, the teacher's logit scale (softmax at temperature 1 / scale)."""
     img, txt, t_img, t_txt = (np.asarray(a, np.float64) for a in (img, txt, t_img, t_txt))
     per_row = []
     for g in sorted(set(groups)):
         r = [i for i, x in enumerate(groups) if x == g]
-        s, t = img[r] @ txt[r].T, t_img[r] @ t_txt[r].T
+        scale = 1.0 if scales is None else scales[g]
+        s, t = scale * (img[r] @ txt[r].T), scale * (t_img[r] @ t_txt[r].T)
         rows = {}
         for name, (sm, tm) in {"i2t": (s, t), "t2i": (s.T, t.T)}.items():
             vals = []
             for i in range(len(r)):
                 q = np.exp(sm[i]) / np.exp(sm[i]).sum()
                 p = q if np.argmax(tm[i]) != i else np.exp(tm[i]) / np.exp(tm[i]).sum()  # screening
+                if forgotten_only and q[i] >= p[i]:  # the student gives the match at least the teacher's probability
+                    p = q
                 vals.append(float((p * np.log(p / q)).sum()))
             rows[name] = vals
         per_row += [(a + b) / 2 for a, b in zip(rows["i2t"], rows["t2i"])]
@@ -105,3 +109,29 @@ def test_feature_term_is_one_minus_cosine_on_both_towers():
     # rows: image cos 0 and 1, text cos 1 and 0 -> ((1 - 0) + (1 - 1) + (1 - 1) + (1 - 0)) / 2 rows
     assert feature_loss(img, txt, s_img, s_txt).item() == pytest.approx(1.0, abs=1e-6)
     assert feature_loss(img, txt, img, txt).item() == pytest.approx(0.0, abs=1e-6)
+
+
+SCALES = {3: 20.0, 7: 50.0, -1: 10.0}  # each source snapshot's logit scale
+
+
+def test_each_group_softmaxes_at_its_teachers_own_logit_scale():
+    scales = torch.tensor([SCALES[int(g)] for g in GROUPS])
+    got = grouped_modx_loss(IMG, TXT, T_IMG, T_TXT, GROUPS, reduction="mean", scales=scales).item()
+    want = reference(IMG, TXT, T_IMG, T_TXT, GROUPS.tolist(), "mean", scales=SCALES)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-7)
+    # a sharper teacher is a different target: the scales are used, not the temperature
+    assert want != pytest.approx(reference(IMG, TXT, T_IMG, T_TXT, GROUPS.tolist(), "mean"), rel=1e-2)
+
+
+def test_forgotten_only_keeps_just_the_rows_the_student_gives_less_than_its_teacher():
+    scales = torch.tensor([SCALES[int(g)] for g in GROUPS])
+    kw = dict(reduction="sum", scales=scales)
+    forgot = TXT[[1, 0, 2, 3, 4]]  # the student has swapped the texts of source 3's two pairs
+    got = grouped_modx_loss(IMG, forgot, T_IMG, T_TXT, GROUPS, forgotten_only=True, **kw).item()
+    want = reference(IMG, forgot, T_IMG, T_TXT, GROUPS.tolist(), "sum", SCALES, forgotten_only=True)
+    full = reference(IMG, forgot, T_IMG, T_TXT, GROUPS.tolist(), "sum", SCALES)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-7)
+    assert 0 < want < full  # some rows are dropped, some kept: the test measures the gate
+    # a student that matches every pair far more surely than its teacher is held back by nothing
+    sure = grouped_modx_loss(IMG, IMG, T_IMG, T_TXT, GROUPS, forgotten_only=True, **kw).item()
+    assert sure == 0.0

@@ -198,3 +198,21 @@ def test_tower_learning_rates_scale_only_their_tower(parent, data, tmp_path):
     moved = {k: not torch.allclose(before[k], after[k], atol=1e-6, rtol=0) for k in before}
     assert not any(v for k, v in moved.items() if k.startswith("visual."))
     assert any(v for k, v in moved.items() if k.startswith("transformer."))
+
+
+def test_expert_modx_on_replayed_rows_only_runs_no_parent_forward(parent, data, tmp_path):
+    from trainer.experts import embed_experts
+
+    clip0 = train_phase(parent, data[0], CFG.with_(method="ct", epochs=1), tmp_path / "v0", version=0)
+    experts = embed_experts(clip0, data[0])  # every older pair has its expert
+    cfg = CFG.with_(expert=True, beta=1.0, replay_fraction=0.5, teacher_scale=True, forgotten_only=True)
+    stats = {}
+    for on in ("all", "replay"):
+        child = train_phase(
+            clip0, data[1], cfg.with_(distill_on=on), tmp_path / on, version=1, replay=[data[0]], experts=experts
+        )
+        stats[on] = read_record(child)["train"]
+        assert stats[on]["expert_rows"] == stats[on]["replayed"] > 0
+    assert stats["all"]["teacher_forwards"] == len(data[1])  # the new rows are distilled against the parent
+    assert stats["replay"]["teacher_forwards"] == 0  # ... or learn freely, and no teacher runs at all
+    assert not same_weights(tmp_path / "all", tmp_path / "replay")

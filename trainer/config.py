@@ -43,7 +43,19 @@ class TrainConfig:
     alpha: float = opt(20.0, "Mod-X / LwF distillation weight (the paper's form: 20)")
     temperature: float = opt(1.0, "distillation temperature (1: raw cosines, the paper)")
     kl_reduction: str = opt("sum", "sum (paper) | mean over rows")
-    distill_on: str = opt("all", "all | replay: the KL's rows are every pair, or only the replayed ones")
+    distill_on: str = opt(
+        "all", "all | replay: the KL's rows are every pair, or only the replayed ones (new rows learn freely)"
+    )
+    forgotten_only: bool = opt(
+        False,
+        "Mod-X screening also drops the rows whose match the student already gives at least "
+        "the teacher's probability: the KL restores what was forgotten, never holds back what was learnt",
+    )
+    teacher_scale: bool = opt(
+        False,
+        "softmax each teacher's similarities at that teacher's own logit scale (the retrieval "
+        "distribution it served), the student's alike, instead of `temperature`",
+    )
     expert: bool = opt(
         False,
         "replayed rows are distilled against their stored expert embeddings (per source "
@@ -112,11 +124,13 @@ class TrainConfig:
         """The fields this recipe's method does not use (and those that never change the model)."""
         ignored = {"cache_teacher", "checkpoint_every"}
         if not self.distills:
-            ignored |= {"alpha", "temperature", "kl_reduction", "distill_on"}
+            ignored |= {"alpha", "temperature", "kl_reduction", "distill_on", "teacher_scale", "forgotten_only"}
+        if not self.screening:
+            ignored.add("forgotten_only")
+        if self.teacher_scale:
+            ignored.add("temperature")
         if not self.experts:
             ignored |= {"expert", "beta", "expert_refresh"}
-        else:
-            ignored.add("distill_on")
         if self.method != "ewc":
             ignored |= {"ewc_lambda", "fisher_batches"}
         if self.method == "joint":

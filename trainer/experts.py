@@ -93,17 +93,19 @@ def merge(stores: Sequence[Experts]) -> Experts:
     return Experts(list(rows), pick("image"), pick("text"), pick("logit_scale"), pick("version"))
 
 
-def rows_for(experts: Experts | None, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image, text, source version) for `ids`: version -1 and zero rows where none is stored."""
+def rows_for(experts: Experts | None, ids: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """(image, text, source version, logit scale) for `ids`: version -1, scale 0 and zero
+    rows where none is stored."""
     n = len(ids)
     dim = experts.image.shape[1] if experts is not None and len(experts) else 0
     if not dim:
-        return torch.zeros(n, 0), torch.zeros(n, 0), torch.full((n,), -1, dtype=torch.long)
+        return torch.zeros(n, 0), torch.zeros(n, 0), torch.full((n,), -1, dtype=torch.long), torch.zeros(n)
     row = experts.lookup(ids)
     have = row >= 0
     image = np.zeros((n, dim), np.float32)
     text = np.zeros((n, dim), np.float32)
     version = np.full(n, -1, np.int64)
+    scale = np.zeros(n, np.float32)
     image[have], text[have] = experts.image[row[have]], experts.text[row[have]]
-    version[have] = experts.version[row[have]]
-    return torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(version)
+    version[have], scale[have] = experts.version[row[have]], experts.logit_scale[row[have]]
+    return torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(version), torch.from_numpy(scale)

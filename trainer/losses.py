@@ -45,16 +45,27 @@ def screen(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def row_kl(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, screening: bool = True
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 1.0,
+    screening: bool = True,
+    forgotten_only: bool = False,
 ) -> torch.Tensor:
-    """Per row: KL(softmax(teacher row) || softmax(student row)) of two similarity matrices."""
+    """Per row: KL(softmax(teacher row) || softmax(student row)) of two similarity matrices.
+
+    `forgotten_only` (beyond the paper) also screens the rows whose match the student
+    already gives at least the teacher's probability: the KL then only restores what the
+    student has forgotten, and never holds back a row the student has learnt better."""
     student = student.float() / temperature
     teacher = teacher.detach().float() / temperature
     if screening:
         teacher, _ = screen(teacher, student)
     log_p = F.log_softmax(teacher, dim=1)
     log_q = F.log_softmax(student, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    if forgotten_only:
+        kl = torch.where(log_q.detach().diagonal() < log_p.diagonal(), kl, torch.zeros_like(kl))
+    return kl
 
 
 def reduce_rows(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -72,10 +83,11 @@ def cognition_kl(
     reduction: str = "sum",
     screening: bool = True,
     rows: torch.Tensor | None = None,
+    forgotten_only: bool = False,
 ) -> torch.Tensor:
     """KL(softmax(teacher row) || softmax(student row)) over rows of similarity matrices
     (only the rows where the boolean mask `rows` is true, when given)."""
-    per_row = row_kl(student, teacher, temperature, screening)
+    per_row = row_kl(student, teacher, temperature, screening, forgotten_only)
     if rows is not None:
         per_row = per_row[rows]
         if not len(per_row):
@@ -92,6 +104,7 @@ def modx_loss(
     reduction: str = "sum",
     screening: bool = True,
     rows: torch.Tensor | None = None,
+    forgotten_only: bool = False,
 ) -> torch.Tensor:
     """Cognition-align loss, both directions averaged. `screening=False` is LwF-style.
 
@@ -100,8 +113,8 @@ def modx_loss(
     """
     student = image @ text.T
     teacher = teacher_image @ teacher_text.T
-    i2t = cognition_kl(student, teacher, temperature, reduction, screening, rows)
-    t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening, rows)
+    i2t = cognition_kl(student, teacher, temperature, reduction, screening, rows, forgotten_only)
+    t2i = cognition_kl(student.T, teacher.T, temperature, reduction, screening, rows, forgotten_only)
     return (i2t + t2i) / 2
 
 
@@ -113,6 +126,8 @@ def grouped_modx_loss(
     groups: torch.Tensor,
     temperature: float = 1.0,
     reduction: str = "sum",
+    scales: torch.Tensor | None = None,
+    forgotten_only: bool = False,
 ) -> torch.Tensor:
     """Mod-X's screened KL inside each group of rows, both directions averaged.
 
@@ -122,13 +137,24 @@ def grouped_modx_loss(
     are built over that group's rows and columns only: rows of different groups never share
     a softmax. Each group's matrix is screened by its own argmax. The rows' KLs are then
     summed (or averaged) over every group, as Mod-X does over one batch.
+
+    `scales` (per row, the same within a group): each group's teacher logit scale; its
+    softmaxes then use temperature 1 / scale (the retrieval distribution that snapshot
+    served) instead of `temperature`.
     """
     per_row = []
     for g in torch.unique(groups):
         rows = groups == g
+        t = temperature if scales is None else 1.0 / float(scales[rows][0])
         student = image[rows] @ text[rows].T
         teacher = teacher_image[rows] @ teacher_text[rows].T
-        per_row.append((row_kl(student, teacher, temperature) + row_kl(student.T, teacher.T, temperature)) / 2)
+        i2t, t2i = (
+            row_kl(student, teacher, t, True, forgotten_only),
+            row_kl(student.T, teacher.T, t, True, forgotten_only),
+        )
+        per_row.append((i2t + t2i) / 2)
+    if not per_row:
+        return image.new_zeros(())
     return reduce_rows(torch.cat(per_row), reduction)
 
 

@@ -49,6 +49,7 @@ def phase_loss(
     ewc: tuple[dict, dict] | None = None,
     distill_rows: torch.Tensor | None = None,
     sources: torch.Tensor | None = None,
+    scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss of one global batch: InfoNCE (+ alpha * Mod-X/LwF KL) (+ EWC penalty).
 
@@ -60,6 +61,8 @@ def phase_loss(
     `sources` (cfg.expert): per row the snapshot whose embeddings `teacher_emb` holds, -1 for
     the parent; the KL is taken per source (grouped_modx_loss), and rows with a stored
     expert add beta * (1 - cos) on both towers.
+    `scales` (cfg.teacher_scale): per row the logit scale of the teacher that embedded it;
+    the KL's softmaxes then run at temperature 1 / scale.
     """
     with autocast(images.device):
         img, txt = features(model, images, tokens)
@@ -67,14 +70,26 @@ def phase_loss(
         if teacher_emb is None and teacher is not None:
             teacher_emb = teacher_features(teacher, images, tokens)
         if teacher_emb is not None and sources is not None:
+            on = slice(None) if distill_rows is None else distill_rows
             loss = loss + cfg.alpha * grouped_modx_loss(
-                img, txt, *teacher_emb, sources, cfg.temperature, cfg.kl_reduction
+                img[on],
+                txt[on],
+                teacher_emb[0][on],
+                teacher_emb[1][on],
+                sources[on],
+                cfg.temperature,
+                cfg.kl_reduction,
+                scales=None if scales is None else scales[on],
+                forgotten_only=cfg.forgotten_only,
             )
             if cfg.beta:
                 old = sources >= 0
                 loss = loss + cfg.beta * feature_loss(img[old], txt[old], teacher_emb[0][old], teacher_emb[1][old])
         elif teacher_emb is not None:
-            kl = modx_loss(img, txt, *teacher_emb, cfg.temperature, cfg.kl_reduction, cfg.screening, distill_rows)
+            temperature = cfg.temperature if scales is None else 1.0 / float(scales[0])
+            kl = modx_loss(
+                img, txt, *teacher_emb, temperature, cfg.kl_reduction, cfg.screening, distill_rows, cfg.forgotten_only
+            )
             loss = loss + cfg.alpha * kl
         if ewc is not None:
             loss = loss + cfg.ewc_lambda * ewc_penalty(student, *ewc)

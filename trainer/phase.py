@@ -63,6 +63,9 @@ def teacher_cache(teacher, data: PhaseData, rows: torch.Tensor | None = None) ->
     the rows and the shards are gathered."""
     if rows is None and not distributed.active():
         return embed_image_tensor(teacher, data.images), embed_token_tensor(teacher, data.tokens)
+    if rows is not None and not len(rows):  # every distilled row has its stored expert
+        zeros = torch.zeros(len(data), teacher.visual.output_dim, device=teacher.logit_scale.device)
+        return zeros, zeros.clone()
     rows = torch.arange(len(data)) if rows is None else rows
     mine = distributed.shard(rows)
     image = distributed.gather(embed_image_tensor(teacher, data.images[mine]))
@@ -132,12 +135,17 @@ def _train(parent, pairs, cfg, out, *, version, phase, replay, work_dir, on_step
         raise ValueError(f"a phase needs at least 2 pairs to train, got {per_epoch}")
 
     teacher = freeze(copy.deepcopy(student)) if cfg.distills else None
-    sources = None
+    distilled = is_replay if cfg.distill_on == "replay" else torch.ones_like(is_replay)
+    sources = scales = None
+    if teacher is not None and cfg.teacher_scale:
+        scales = torch.full((len(data),), float(teacher.logit_scale.exp()))
     if cfg.experts and teacher is not None:
-        stored_i, stored_t, sources = rows_for(experts, data.ids)
+        stored_i, stored_t, sources, stored_scale = rows_for(experts, data.ids)
         sources = torch.where(is_replay, sources, torch.full_like(sources, -1))
+        if scales is not None:
+            scales = torch.where(sources >= 0, stored_scale, scales)
     use_cache = teacher is not None and (cfg.cache_teacher and not cfg.augment or sources is not None)
-    parent_rows = None if sources is None else torch.nonzero(sources < 0).flatten()
+    parent_rows = None if sources is None else torch.nonzero((sources < 0) & distilled).flatten()
     cached = teacher_cache(teacher, data, parent_rows) if use_cache else None
     if sources is not None and stored_i.shape[1]:
         have = sources >= 0
@@ -170,6 +178,7 @@ def _train(parent, pairs, cfg, out, *, version, phase, replay, work_dir, on_step
             ewc=(fisher, anchor) if fisher else None,
             distill_rows=is_replay[idx].to(device) if cfg.distill_on == "replay" else None,
             sources=None if sources is None else sources[idx].to(device),
+            scales=None if scales is None else scales[idx].to(device),
         )
 
     t0 = time.perf_counter()

@@ -99,28 +99,39 @@ def simulate(
     data_key = dataset_key(dataset)
     cfg0 = clip0_config(cfg, first_epochs, first_lr)
     joint = joint_config(cfg, joint_epochs or cfg.epochs)
-    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, cfg0.key())}"
+    # domain 0 is CLIP_0's pretraining corpus (the paper's regime): CLIP_0 is the pretrained
+    # checkpoint as it is (without one, the fresh model: the from-scratch reference), and domain 0
+    # is evaluated after every phase but never trained or replayed
+    corpus_first = bool(getattr(dataset, "corpus_first", False))
+    first = 1 if corpus_first else 0  # the first domain a phase trains on
+    clip0_key = "as pretrained" if corpus_first else cfg0.key()
+    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, clip0_key)}"
     base.mkdir(parents=True, exist_ok=True)
     with distributed.main_first():
-        init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
-    clip0 = _trained(
-        base / snapshot_name(0), lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out, version=0, phase=0)
-    )
+        if corpus_first:
+            clip0 = initial_snapshot(model_name, base / snapshot_name(0), cfg.seed, pretrained, version=0, phase=0)
+        else:
+            init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
+    if not corpus_first:
+        clip0 = _trained(
+            base / snapshot_name(0),
+            lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out, version=0, phase=0),
+        )
     recipe = joint if cfg.method == "joint" else cfg
     run = work / f"{cfg.method}-{digest(base.name, data_key, domains, recipe.key())}"
     run.mkdir(parents=True, exist_ok=True)
 
     results, prev, prev_ev, stores = [], clip0, None, []
     for t, domain in enumerate(domains):
+        trained_so_far = [p for d in domains[first : t + 1] for p in dataset.train(d)]
         if t == 0:
             path = clip0
         elif cfg.method == "joint":
-            seen = [p for d in domains[: t + 1] for p in dataset.train(d)]
             path = _trained(
-                run / snapshot_name(t), lambda out: train_phase(clip0, seen, joint, out, version=t, phase=t)
+                run / snapshot_name(t), lambda out: train_phase(clip0, trained_so_far, joint, out, version=t, phase=t)
             )
         else:
-            past = [dataset.train(d) for d in domains[:t]]
+            past = [dataset.train(d) for d in domains[first:t]]
             experts = merge_experts(stores) if cfg.experts else None
             path = _trained(
                 run / snapshot_name(t),
@@ -128,14 +139,9 @@ def simulate(
                     prev, dataset.train(domain), cfg, out, version=t, phase=t, replay=past, experts=experts
                 ),
             )
-        if cfg.experts:
+        if cfg.experts and trained_so_far:
             stores.append(
-                _expert_store(
-                    path,
-                    (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz",
-                    [p for d in domains[: t + 1] for p in dataset.train(d)],
-                    cfg,
-                )
+                _expert_store(path, (base if t == 0 else run) / f"experts-{snapshot_name(t)}.npz", trained_so_far, cfg)
             )
         evals = {split: evaluate(path, pairs, cfg.device) for split, pairs in sets.items()}
         record = read_record(path)
@@ -146,7 +152,7 @@ def simulate(
             "domain": domain,
             "recall": evals["probe"].recall,
             "splits": {s: e.recall for s, e in evals.items() if s != "probe"},
-            "train": record["train"],
+            "train": record.get("train", {}),  # none for a pretrained CLIP_0
         }
         if prev_ev is not None:
             entry["drift"] = transition_drift(prev_ev, evals["probe"])
@@ -154,7 +160,7 @@ def simulate(
         log.info("phase %d (%s): probe R@1 %s", t, domain, {d: round(r1(r), 3) for d, r in entry["recall"].items()})
         prev, prev_ev = path, evals["probe"]
 
-    sizes = [len(dataset.train(d)) for d in domains]
+    sizes = [0 if t < first else len(dataset.train(d)) for t, d in enumerate(domains)]  # joint's data per phase
     return {
         "method": cfg.method,
         "dataset": dataset.name,

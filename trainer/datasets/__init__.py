@@ -16,4 +16,8 @@ def get_dataset(name: str, **kwargs):
         from trainer.datasets.icons import IconDataset
 
         return IconDataset(**kwargs)
-    raise ValueError(f"unknown dataset {name!r}; known: synthetic, emoji, icons")
+    if name == "after-pretraining":
+        from trainer.datasets.after_pretraining import after_pretraining
+
+        return after_pretraining(**kwargs)
+    raise ValueError(f"unknown dataset {name!r}; known: synthetic, emoji, icons, after-pretraining")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import apply_preset, command, machine, write_result
-from trainer.config import TrainConfig
+from trainer.config import PAPER_LOSS, PAPER_MODX, TrainConfig
 from trainer.datasets import get_dataset
 from trainer.simulate import simulate
 
@@ -152,26 +152,28 @@ PRESETS = {
     ),
 }
 
-# name -> TrainConfig fields over the preset's budget (TrainConfig's defaults: replay 1, balanced,
-# drawn afresh each epoch; warmup over 20% of a phase's steps)
+# name -> TrainConfig fields over the preset's budget. TrainConfig's defaults are the service's
+# default recipe ("modx (default)": expert-embedding Mod-X, full-coverage replay 1, balanced, drawn
+# afresh each epoch, warmup over 20% of a phase's steps); PAPER_LOSS spells out the paper's Mod-X
+# loss, which every earlier tuning round's recipes start from.
 NO_REPLAY = dict(replay_fraction=0.0)
-PAPER_MODX = dict(method="modx", alpha=20.0, temperature=1.0, kl_reduction="sum", **NO_REPLAY)
 CONVERGED_JOINT = "joint (converged)"  # joint trained per phase for as many epochs as CLIP_0 was
 JOINT = "joint (same epochs)"
+DEFAULT = "modx (default)"
 BASELINES = {
     CONVERGED_JOINT: dict(method="joint"),
     JOINT: dict(method="joint"),
     "ct": dict(method="ct", **NO_REPLAY),
     "ewc": dict(method="ewc", **NO_REPLAY),
-    "lwf": dict(method="lwf", **NO_REPLAY),
+    "lwf": dict(PAPER_MODX, method="lwf"),
     "modx (paper form)": PAPER_MODX,
 }
-EXPERT = dict(method="modx", expert=True)
+EXPERT = dict(PAPER_LOSS, method="modx", expert=True)
 SWEEP = {
     "ct + replay": dict(method="ct"),
     "ct + replay fixed subset": dict(method="ct", replay_draw="phase"),
     "ct + replay merge0.2": dict(method="ct", merge=0.2),
-    "modx logit a0.5 + replay": dict(method="modx", alpha=0.5, temperature=0.01, kl_reduction="mean"),
+    "modx logit a0.5 + replay": dict(PAPER_LOSS, method="modx", alpha=0.5, temperature=0.01, kl_reduction="mean"),
     "modx expert a1": dict(EXPERT, alpha=1.0),
     "modx expert a1 b1": dict(EXPERT, alpha=1.0, beta=1.0),
     "modx expert a5 b1": dict(EXPERT, alpha=5.0, beta=1.0),
@@ -203,7 +205,8 @@ TUNE = {
     "modx expert a1 b1 lr0.5x": dict(EXPERT_A1B1, lr=2.5e-4),
     "modx expert a1 b1 merge0.2": dict(EXPERT_A1B1, merge=0.2),
 }
-# the third round, where forgetting binds (emoji styles, seed 0): the controls that kept plasticity above
+# the third round (seed 0 of the emoji styles, where forgetting binds, and of the synthetic stream):
+# the controls that kept plasticity above, and alpha
 TUNE_EMOJI = {
     "ct + replay": dict(method="ct"),
     "modx expert a1 b1": EXPERT_A1B1,
@@ -211,19 +214,25 @@ TUNE_EMOJI = {
     "modx expert a1 b1 forgotten": dict(EXPERT_A1B1, forgotten_only=True),
     "modx expert scaled a1": dict(SCALED, alpha=1.0),
     "modx expert scaled a1 forgotten": dict(SCALED, alpha=1.0, forgotten_only=True),
-    "modx expert scaled a1 forgotten refresh": dict(SCALED, alpha=1.0, forgotten_only=True, expert_refresh=True),
     "modx expert scaled a1 replay-only forgotten": dict(SCALED, alpha=1.0, distill_on="replay", forgotten_only=True),
+    **{
+        f"modx expert scaled a{a:g} forgotten refresh": dict(SCALED, alpha=a, forgotten_only=True, expert_refresh=True)
+        for a in (0.5, 1.0, 2.0, 4.0)
+    },
+    "modx expert scaled a2 forgotten": dict(SCALED, alpha=2.0, forgotten_only=True),
 }
+CHOSEN = "modx expert scaled a0.5 forgotten refresh"  # what the tuning chose: TrainConfig's defaults
 # quality against samples per phase (issue 10's front): each name says its nominal budget, 1 + replay_fraction
 # times the new phase's samples; the report's `samples × new phase` column is the measured one
 FRONT = {
     "ct 1x": dict(method="ct", **NO_REPLAY),
     **{f"ct + replay {1 + f:g}x": dict(method="ct", replay_fraction=f) for f in (0.5, 1.0, 2.0)},
     "modx (paper form) 1x": PAPER_MODX,
-    **{f"modx expert a1 b1 {1 + f:g}x": dict(EXPERT, alpha=1.0, beta=1.0, replay_fraction=f) for f in (0.5, 1.0, 2.0)},
+    **{f"modx (default) {1 + f:g}x": dict(replay_fraction=f) for f in (0.5, 1.0, 2.0)},
 }
-RECIPES = BASELINES | SWEEP | TUNE | TUNE_EMOJI | FRONT
-FINAL = [CONVERGED_JOINT, JOINT, "ct", "modx (paper form)", "ct + replay", "modx logit a0.5 + replay"]
+FRONT_A1B1 = {f"modx expert a1 b1 {1 + f:g}x": dict(EXPERT_A1B1, replay_fraction=f) for f in (0.5, 1.0, 2.0)}
+RECIPES = BASELINES | SWEEP | TUNE | TUNE_EMOJI | FRONT | FRONT_A1B1 | {DEFAULT: {}}
+FINAL = [CONVERGED_JOINT, JOINT, "ct", "modx (paper form)", "ct + replay", DEFAULT]
 RECIPE_SETS = {
     "baselines": BASELINES,
     "sweep": {n: RECIPES[n] for n in [CONVERGED_JOINT, *SWEEP]},
@@ -231,6 +240,10 @@ RECIPE_SETS = {
     "tune-emoji": {n: RECIPES[n] for n in [CONVERGED_JOINT, *TUNE_EMOJI]},
     "final": {n: RECIPES[n] for n in FINAL},
     "front": {CONVERGED_JOINT: RECIPES[CONVERGED_JOINT], **FRONT},
+    # the paper's regime (issue 12): every method, and replay with each
+    "regime": {
+        n: RECIPES[n] for n in [CONVERGED_JOINT, "ct", "ewc", "lwf", "modx (paper form)", "ct + replay", DEFAULT]
+    },
 }
 SELECT_SPLIT = "train"  # the target measures retention of trained pairs
 SPLITS = ("train", "probe", "validation", "test")
@@ -404,7 +417,7 @@ def choose(runs: dict, seeds: list[int]) -> dict | None:
     if len(points) < 2:
         return None
     best = max(points, key=lambda n: points[n]["min_vs_joint"])
-    modx = [n for n in points if RECIPES.get(n, {}).get("method") == "modx"]
+    modx = [n for n in points if next(iter(runs[n].values()))["method"] == "modx"]
     best_modx = max(modx, key=lambda n: points[n]["min_vs_joint"]) if modx else None
     return {
         "select_on": f"min over domains of final {SELECT_SPLIT} R@1 / `{CONVERGED_JOINT}`'s, seeds {seeds}",

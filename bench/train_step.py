@@ -7,8 +7,8 @@ All variants run in one process on the same random batch through trainer.objecti
 (the code that trains). Reports ms/step, samples/s, peak memory, and MFU = model FLOPs per
 step (counted by torch's FlopCounterMode on one step) / step time / the device's measured
 bf16 GEMM rate. Writes JSON with the machine and the command. `modx-expert`: half the batch is
-replayed pairs from two source snapshots (stored embeddings, KL per source, feature term), the
-other half new pairs against the cached parent.
+replayed pairs from two source snapshots (stored embeddings, KL per source at each one's logit
+scale, forgotten rows only: the default recipe), the other half new pairs against the cached parent.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import apply_preset, command, machine, write_result
-from trainer.config import TrainConfig
+from trainer.config import PAPER_LOSS, TrainConfig
 from trainer.loop import make_optimizer
 from trainer.model import clamp_logit_scale, create_model
 from trainer.objective import phase_loss
@@ -55,18 +55,18 @@ def setup_variant(variant: str, args, images, tokens):
     device = torch.device(args.device)
     torch.manual_seed(0)
     student, _, _ = create_model(args.model, device=device)
-    cfg = TrainConfig(
-        method="ct" if variant == "plain" else "modx",
-        device=args.device,
-        batch_size=args.batch,
-        expert=variant == "modx-expert",
-        beta=1.0 if variant == "modx-expert" else 0.0,
-    )
+    # plain: ct; live / cached: the paper's Mod-X; expert: the default recipe (expert-embedding Mod-X)
+    cfg = TrainConfig(device=args.device, batch_size=args.batch)
+    if variant == "plain":
+        cfg = cfg.with_(method="ct")
+    elif variant != "modx-expert":
+        cfg = cfg.with_(**PAPER_LOSS)
     teacher = freeze(copy.deepcopy(student)) if variant != "plain" else None
-    teacher_emb, sources = None, None
+    teacher_emb, sources, scales = None, None, None
     if variant == "modx-expert":  # rows 0..B/2: new (parent, -1); then two source snapshots 1 and 2
         quarter = args.batch // 4
         sources = torch.tensor([-1] * (args.batch - 2 * quarter) + [1] * quarter + [2] * quarter, device=device)
+        scales = torch.tensor([20.0] * (args.batch - 2 * quarter) + [30.0] * quarter + [40.0] * quarter, device=device)
     if variant in ("modx-cached", "modx-expert"):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             teacher_emb = (
@@ -80,7 +80,15 @@ def setup_variant(variant: str, args, images, tokens):
 
     def step():
         loss = phase_loss(
-            model, student, images, tokens, cfg, teacher=teacher, teacher_emb=teacher_emb, sources=sources
+            model,
+            student,
+            images,
+            tokens,
+            cfg,
+            teacher=teacher,
+            teacher_emb=teacher_emb,
+            sources=sources,
+            scales=scales if cfg.teacher_scale else None,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,11 +5,12 @@ converged joint (on the tuning seed), plots are drawn."""
 import json
 
 from bench import continual
+from trainer.config import TrainConfig
 
 
 def test_smoke_table(tmp_path):
     out = tmp_path / "out"
-    names = [continual.CONVERGED_JOINT, "ct", "ct + replay", "modx expert a1 b1"]
+    names = [continual.CONVERGED_JOINT, "ct", "ct + replay", continual.DEFAULT]
     result = continual.main(
         [
             "--preset",
@@ -32,12 +33,12 @@ def test_smoke_table(tmp_path):
     # one replayed pair per new pair: twice the samples, up to the ragged batches dropped at this tiny size
     assert all(1.5 < v <= 2.5 for v in run["summary"]["compute"]["vs_new"])
     assert saved["runs"]["ct"]["0"]["summary"]["compute"]["vs_new"] == [1.0, 1.0]
-    expert = saved["runs"]["modx expert a1 b1"]["0"]["phases"][2]["train"]
+    expert = saved["runs"][continual.DEFAULT]["0"]["phases"][2]["train"]
     assert expert["expert_rows"] == expert["replayed"] > 0  # every replayed pair had a stored expert
     assert expert["teacher_forwards"] == expert["pairs"]  # ... so only the new pairs ran the parent
     choice = result["choice"]
     assert "min over domains" in choice["select_on"] and choice["chosen"] in names[1:]
-    assert choice["chosen_modx"] == "modx expert a1 b1"
+    assert choice["chosen_modx"] == continual.DEFAULT
     report = (out / "report.md").read_text()
     for heading in (
         "## Split `train`",
@@ -61,7 +62,7 @@ def test_front_recipes_say_their_budget():
     for name, fields in list(front.items())[1:]:
         nominal = float(name.rsplit(" ", 1)[1].removesuffix("x"))
         assert nominal == 1 + fields.get("replay_fraction", 1.0)
-        budgets.setdefault(fields["method"], set()).add(nominal)
+        budgets.setdefault(TrainConfig(**fields).method, set()).add(nominal)
     assert budgets == {"ct": {1, 1.5, 2, 3}, "modx": {1, 1.5, 2, 3}}
     assert continual.PRESETS["mini5"]["dataset_kw"]["n_domains"] == 5
     assert 0 not in continual.PRESETS["mini5"]["seeds"]  # seed 0 tuned the recipes

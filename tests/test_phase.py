@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from trainer.config import TrainConfig
+from trainer.config import PAPER_MODX, TrainConfig
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.loop import batches, make_optimizer
 from trainer.losses import modx_loss
@@ -35,7 +35,7 @@ def same_weights(a, b, atol=0.0):
     return wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=atol, rtol=0) for k in wa)
 
 
-CFG = TrainConfig(method="modx", epochs=2, batch_size=16, warmup=0.2, lr=1e-3, checkpoint_every=0)
+CFG = TrainConfig(**PAPER_MODX, epochs=2, batch_size=16, warmup=0.2, lr=1e-3, checkpoint_every=0)
 
 
 def test_snapshot_roundtrip_loads_an_identical_model(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
-from trainer.config import TrainConfig
+from trainer.config import PAPER_MODX, TrainConfig
 from trainer.datasets.synthetic import SyntheticDataset
 from trainer.metrics import r1
 from trainer.simulate import simulate
@@ -24,7 +24,7 @@ def runs(stream, tmp_path_factory):
     work = tmp_path_factory.mktemp("sim")
     return {
         "ct": simulate(stream, TrainConfig(method="ct", **BUDGET), first_epochs=25, work_dir=work),
-        "modx": simulate(stream, TrainConfig(method="modx", **BUDGET), first_epochs=25, work_dir=work),  # paper form
+        "modx": simulate(stream, TrainConfig(**{**PAPER_MODX, **BUDGET}), first_epochs=25, work_dir=work),
     }
 
 

@@ -47,7 +47,7 @@ def screen(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, 
 def row_kl(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     screening: bool = True,
     forgotten_only: bool = False,
 ) -> torch.Tensor:
@@ -79,7 +79,7 @@ def reduce_rows(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
 def cognition_kl(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     reduction: str = "sum",
     screening: bool = True,
     rows: torch.Tensor | None = None,
@@ -100,7 +100,7 @@ def modx_loss(
     text: torch.Tensor,
     teacher_image: torch.Tensor,
     teacher_text: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     reduction: str = "sum",
     screening: bool = True,
     rows: torch.Tensor | None = None,
@@ -145,7 +145,7 @@ def grouped_modx_loss(
     per_row = []
     for g in torch.unique(groups):
         rows = groups == g
-        t = temperature if scales is None else 1.0 / float(scales[rows][0])
+        t = temperature if scales is None else 1.0 / scales[rows][0]  # a tensor: no device sync
         student = image[rows] @ text[rows].T
         teacher = teacher_image[rows] @ teacher_text[rows].T
         i2t, t2i = (

@@ -86,7 +86,7 @@ def phase_loss(
                 old = sources >= 0
                 loss = loss + cfg.beta * feature_loss(img[old], txt[old], teacher_emb[0][old], teacher_emb[1][old])
         elif teacher_emb is not None:
-            temperature = cfg.temperature if scales is None else 1.0 / float(scales[0])
+            temperature = cfg.temperature if scales is None else 1.0 / scales[0]
             kl = modx_loss(
                 img, txt, *teacher_emb, temperature, cfg.kl_reduction, cfg.screening, distill_rows, cfg.forgotten_only
             )

@@ -176,7 +176,12 @@ def test_accepted_snapshots_store_expert_embeddings_and_later_phases_distil_agai
     from trainer.experts import EXPERTS, load_experts
     from trainer.snapshot import read_record
 
-    recipe = worker_settings.recipe.with_(method="modx", expert=True, beta=1.0, replay_fraction=1.0)
+    from service.training import stored_experts
+    from trainer.snapshot import TRAINED
+
+    # the default recipe: expert-embedding Mod-X, a replayed pair's expert refreshed by the snapshot that replays it
+    recipe = worker_settings.recipe.with_(replay_fraction=1.0)
+    assert recipe.experts and recipe.expert_refresh
     s = worker_settings.model_copy(update={"recipe": recipe})
     write_phases(s, stream, PHASES)
     registry = Registry.from_url(s.redis_url)
@@ -185,9 +190,17 @@ def test_accepted_snapshots_store_expert_embeddings_and_later_phases_distil_agai
         assert train_next(s, registry).status == "accepted"
     for phase in range(1, PHASES + 1):
         experts = load_experts(snapshot_dir(s.data_dir, phase) / EXPERTS)
-        assert set(experts.ids) == split_ids(s.data_dir, phase, "train")
+        replayed = set(json.loads((snapshot_dir(s.data_dir, phase) / TRAINED).read_text())["replayed"])
+        assert (phase == 1) == (not replayed)
+        assert set(experts.ids) == split_ids(s.data_dir, phase, "train") | replayed
         assert (experts.version == phase).all() and experts.image.shape == experts.text.shape
         assert abs(float((experts.image**2).sum(1).mean()) - 1) < 1e-4 and (experts.logit_scale > 0).all()
+    # what the next phase distils against: each pair's newest expert
+    store = stored_experts(s.data_dir, PHASES + 1)
+    newest = {}
+    for phase in range(1, PHASES + 1):
+        newest |= dict.fromkeys(load_experts(snapshot_dir(s.data_dir, phase) / EXPERTS).ids, phase)
+    assert dict(zip(store.ids, store.version.tolist())) == newest
     last = read_record(snapshot_dir(s.data_dir, PHASES))["train"]
     assert last["expert_rows"] == last["replayed"] > 0  # every replayed pair had its expert's embeddings
     assert last["teacher_forwards"] == last["pairs"]  # the parent ran on the new pairs only

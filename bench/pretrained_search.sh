@@ -39,8 +39,10 @@ with Client("http://127.0.0.1:8765", api_key=Path("$D/data/admin.key").read_text
 n = len(ranks)
 print(f"text -> image over the {n} held-out icons: R@1 {sum(r == 1 for r in ranks) / n:.3f}, "
       f"R@5 {sum(r <= 5 for r in ranks) / n:.3f}, median rank {sorted(ranks)[n // 2]} (chance R@1 {1 / n:.3f})")
+print("found first:", ", ".join(c for c, r in zip(captions, ranks) if r == 1))
+print("not in the top 5:", ", ".join(c for c, r in zip(captions, ranks) if r > 5))
 PY
-for q in "camera" "trophy" "fingerprint" ; do
+for q in "fingerprint" "mobile" "camera" ; do
   echo "\$ modx search \"$q\" -k 5"
   .venv/bin/modx search "$q" -k 5 --url http://127.0.0.1:8765 --api-key "$(cat $D/data/admin.key)"
 done

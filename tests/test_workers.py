@@ -173,11 +173,9 @@ def test_training_on_a_full_disk_is_retried_once_space_is_freed(worker_settings,
 
 
 def test_accepted_snapshots_store_expert_embeddings_and_later_phases_distil_against_them(worker_settings, stream):
-    from trainer.experts import EXPERTS, load_experts
-    from trainer.snapshot import read_record
-
     from service.training import stored_experts
-    from trainer.snapshot import TRAINED
+    from trainer.experts import EXPERTS, load_experts
+    from trainer.snapshot import TRAINED, read_record
 
     # the default recipe: expert-embedding Mod-X, a replayed pair's expert refreshed by the snapshot that replays it
     recipe = worker_settings.recipe.with_(replay_fraction=1.0)

@@ -33,15 +33,15 @@ def test_clip0_is_the_checkpoint_and_the_corpus_is_never_trained_or_replayed(reg
     dataset, pretrained, root = regime
     assert dataset.domains == [CORPUS, "basic", "blocky", "neon"]
     assert len(dataset.train(CORPUS)) == 20 and len(dataset.probe(CORPUS)) <= 20
-    result = simulate(dataset, CFG, pretrained=str(pretrained), work_dir=root / "ct-replay")
+    result = simulate(dataset, CFG, pretrained=str(pretrained), work_dir=root / "default")  # the default recipe
     assert [e["domain"] for e in result["phases"]] == dataset.domains
     clip0 = result["phases"][0]
     assert clip0["train"] == {} and set(clip0["recall"]) == set(dataset.domains)
-    clip0_dir = next((root / "ct-replay").glob("clip0-*")) / snapshot_name(0)
+    clip0_dir = next((root / "default").glob("clip0-*")) / snapshot_name(0)
     got, want = load_snapshot(clip0_dir)[0].state_dict(), load_snapshot(pretrained)[0].state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)  # CLIP_0 is the pretrained model, untrained
     corpus_ids = {p.id for p in dataset.corpus.train("basic")}
-    run = next((root / "ct-replay").glob("ct-*"))
+    run = next((root / "default").glob("modx-*"))
     for t in (1, 2, 3):
         trained = json.loads((run / snapshot_name(t) / TRAINED).read_text())
         assert {p.id for p in dataset.train(dataset.domains[t])} == set(trained["pairs"])
@@ -50,6 +50,8 @@ def test_clip0_is_the_checkpoint_and_the_corpus_is_never_trained_or_replayed(reg
             dataset.domains[1:t]
         )  # every older streamed domain
     assert result["phases"][1]["train"]["replayed"] == 0  # phase 1 has no older streamed pair to replay
+    later = result["phases"][3]["train"]
+    assert later["expert_rows"] == later["replayed"] > 0  # the streamed pairs' experts are stored from phase 1 on
     # the accuracy matrix is square, domain 0 "learnt" in phase 0 (pretraining)
     assert len(result["summary"]["matrix"]) == 4 and len(result["summary"]["matrix"][0]) == 4
 

@@ -127,18 +127,6 @@ PRESETS = {
         seeds=[1, 2, 3],
         device="cpu",
     ),
-    "pretrained-icons": dict(
-        dataset="after-pretraining",
-        dataset_kw=dict(stream="icons", size=32),
-        model="modx-small",
-        first_epochs=0,
-        joint_epochs=30,
-        epochs=10,
-        batch_size=128,
-        lr=2e-4,
-        seeds=[1, 2, 3],
-        device="cpu",
-    ),
     "gpu": dict(
         dataset="emoji",
         dataset_kw=dict(size=224),
@@ -151,6 +139,7 @@ PRESETS = {
         device="cuda",
     ),
 }
+PRESETS["pretrained-icons"] = dict(PRESETS["pretrained-emoji"], dataset_kw=dict(stream="icons", size=32))
 
 # name -> TrainConfig fields over the preset's budget. TrainConfig's defaults are the service's
 # default recipe ("modx (default)": expert-embedding Mod-X, full-coverage replay 1, balanced, drawn
@@ -429,22 +418,15 @@ def choose(runs: dict, seeds: list[int]) -> dict | None:
 
 def data_lines(info: dict) -> list[str]:
     """Where the data came from: packages, versions, licences, pairs per split."""
+    domains = [("style", n, s, f"art licence: {s['art_license']}") for n, s in info.get("styles", {}).items()]
+    domains += [("icon set", n, s, f"licence: {s['license']['spdx']}") for n, s in info.get("sets", {}).items()]
     lines = []
-    for name, style in info.get("styles", {}).items():
+    for kind, name, source, licence in domains:
         counts = ", ".join(f"{k} {v}" for k, v in info["counts"][name].items())
-        lines.append(
-            f"- style `{name}`: {style['package']}@{style['version']} (art licence: {style['art_license']}); "
-            f"pairs: {counts}"
-        )
+        lines.append(f"- {kind} `{name}`: {source['package']}@{source['version']} ({licence}); pairs: {counts}")
     if "names" in info:
         n = info["names"]
         lines.append(f"- captions: {n['package']}@{n['version']} ({n['license']}), CLDR names in `{n['language']}`")
-    for name, icon_set in info.get("sets", {}).items():
-        counts = ", ".join(f"{k} {v}" for k, v in info["counts"][name].items())
-        lines.append(
-            f"- icon set `{name}`: {icon_set['package']}@{icon_set['version']} "
-            f"(licence: {icon_set['license']['spdx']}); pairs: {counts}"
-        )
     if "corpus" in info:
         c = info["corpus"]
         sets = ", ".join(f"{k}@{v['version']}" for k, v in c["sets"].items())

@@ -94,3 +94,26 @@ def test_cli_writes_json_and_prints_the_table(tmp_path):
     assert "R@1 i2t/t2i" in res.output and "basic" in res.output
     data = json.loads(out.read_text())
     assert data["method"] == "ct" and len(data["phases"]) == 2
+
+
+def test_runs_sharing_a_work_dir_may_train_the_same_snapshot_at_once(tmp_path):
+    """Two runs (seeds side by side) that both find CLIP_0 missing both train it; the one
+    that publishes second uses the first's instead of failing."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from trainer.phase import train_phase
+    from trainer.simulate import _trained
+    from trainer.snapshot import initial_snapshot
+
+    pairs = SyntheticDataset(n_domains=1, pairs_per_domain=64, seed=0).train("basic")
+    init = initial_snapshot("modx-tiny", tmp_path / "init", seed=0)
+    out, both_inside = tmp_path / "v000000", Barrier(2)
+
+    def train(o):
+        both_inside.wait(timeout=60)  # both runs have seen no snapshot at `out`
+        return train_phase(init, pairs, TrainConfig(method="ct", epochs=1, batch_size=16), o, version=0, phase=0)
+
+    with ThreadPoolExecutor(2) as pool:
+        got = [f.result() for f in [pool.submit(_trained, out, train) for _ in range(2)]]
+    assert got == [out, out] and (out / "snapshot.json").exists()

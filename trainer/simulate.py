@@ -187,8 +187,19 @@ def _expert_store(snapshot: Path, out: Path, seen: list[Pair], cfg: TrainConfig)
 
 
 def _trained(out: Path, train) -> Path:
-    """The snapshot at `out`, trained by `train(out)` unless a finished one is there."""
-    return out if out.exists() else train(out)
+    """The snapshot at `out`, trained by `train(out)` unless a finished one is there.
+
+    Runs that share a work directory (seeds or recipes run side by side) may train the same
+    snapshot at once; its name is the digest of its data and recipe, so the one published
+    first is kept and the other run uses it."""
+    if out.exists():
+        return out
+    try:
+        return train(out)
+    except FileExistsError:
+        if not out.exists():
+            raise
+        return out
 
 
 def accuracy_matrix(results: list[dict], domains: list[str], split: str = "probe", key=r1) -> np.ndarray:

@@ -103,8 +103,7 @@ def test_runs_sharing_a_work_dir_may_train_the_same_snapshot_at_once(tmp_path):
     from threading import Barrier
 
     from trainer.phase import train_phase
-    from trainer.simulate import _trained
-    from trainer.snapshot import initial_snapshot
+    from trainer.snapshot import built_once, initial_snapshot
 
     pairs = SyntheticDataset(n_domains=1, pairs_per_domain=64, seed=0).train("basic")
     init = initial_snapshot("modx-tiny", tmp_path / "init", seed=0)
@@ -115,5 +114,5 @@ def test_runs_sharing_a_work_dir_may_train_the_same_snapshot_at_once(tmp_path):
         return train_phase(init, pairs, TrainConfig(method="ct", epochs=1, batch_size=16), o, version=0, phase=0)
 
     with ThreadPoolExecutor(2) as pool:
-        got = [f.result() for f in [pool.submit(_trained, out, train) for _ in range(2)]]
+        got = [f.result() for f in [pool.submit(built_once, out, train) for _ in range(2)]]
     assert got == [out, out] and (out / "snapshot.json").exists()

@@ -37,7 +37,7 @@ from trainer.experts import merge as merge_experts
 from trainer.layout import snapshot_name
 from trainer.metrics import continual, r1
 from trainer.phase import phase_samples, train_phase
-from trainer.snapshot import TRAINED, initial_snapshot, read_record
+from trainer.snapshot import TRAINED, built_once, initial_snapshot, read_record
 
 log = logging.getLogger("modx.simulate")
 
@@ -113,7 +113,7 @@ def simulate(
         else:
             init = initial_snapshot(model_name, base / "init", cfg.seed, pretrained)
     if not corpus_first:
-        clip0 = _trained(
+        clip0 = built_once(
             base / snapshot_name(0),
             lambda out: train_phase(init, dataset.train(domains[0]), cfg0, out, version=0, phase=0),
         )
@@ -127,13 +127,13 @@ def simulate(
         if t == 0:
             path = clip0
         elif cfg.method == "joint":
-            path = _trained(
+            path = built_once(
                 run / snapshot_name(t), lambda out: train_phase(clip0, trained_so_far, joint, out, version=t, phase=t)
             )
         else:
             past = [dataset.train(d) for d in domains[first:t]]
             experts = merge_experts(stores) if cfg.experts else None
-            path = _trained(
+            path = built_once(
                 run / snapshot_name(t),
                 lambda out: train_phase(
                     prev, dataset.train(domain), cfg, out, version=t, phase=t, replay=past, experts=experts
@@ -184,22 +184,6 @@ def _expert_store(snapshot: Path, out: Path, seen: list[Pair], cfg: TrainConfig)
             ids = set(trained["pairs"]) | (set(trained["replayed"]) if cfg.expert_refresh else set())
             save_experts(embed_experts(snapshot, [p for p in seen if p.id in ids], cfg.device), out)
     return load_experts(out)
-
-
-def _trained(out: Path, train) -> Path:
-    """The snapshot at `out`, trained by `train(out)` unless a finished one is there.
-
-    Runs that share a work directory (seeds or recipes run side by side) may train the same
-    snapshot at once; its name is the digest of its data and recipe, so the one published
-    first is kept and the other run uses it."""
-    if out.exists():
-        return out
-    try:
-        return train(out)
-    except FileExistsError:
-        if not out.exists():
-            raise
-        return out
 
 
 def accuracy_matrix(results: list[dict], domains: list[str], split: str = "probe", key=r1) -> np.ndarray:

@@ -133,17 +133,35 @@ def initial_snapshot(
     seed, or a local pretrained checkpoint. Its `version` is None unless it is a numbered
     snapshot itself (the service's CLIP_0 is snapshot 0), so a model trained from it has no
     parent snapshot: offline as online, CLIP_0 is snapshot 0 with parent None."""
+
+    def build(out: Path) -> Path:
+        torch.manual_seed(seed)
+        model, _, _ = create_model(model_name, pretrained=pretrained)
+        return save_snapshot(
+            model,
+            out,
+            model_name=model_name,
+            version=version,
+            parent=None,
+            phase=phase,
+            method="init",
+            hparams={"pretrained": pretrained, "seed": seed},
+        )
+
+    return built_once(out, build)
+
+
+def built_once(out: Path, build) -> Path:
+    """The snapshot at `out`, built by `build(out)` unless a finished one is there.
+
+    Snapshots are immutable, so two builders of the same one (runs that share a work
+    directory, side by side) race only to publish: the one published first is kept and the
+    other builder returns it instead of failing."""
     if out.exists():
         return out
-    torch.manual_seed(seed)
-    model, _, _ = create_model(model_name, pretrained=pretrained)
-    return save_snapshot(
-        model,
-        out,
-        model_name=model_name,
-        version=version,
-        parent=None,
-        phase=phase,
-        method="init",
-        hparams={"pretrained": pretrained, "seed": seed},
-    )
+    try:
+        return build(out)
+    except FileExistsError:
+        if not out.exists():
+            raise
+        return out

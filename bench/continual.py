@@ -626,8 +626,10 @@ def main(argv=None) -> dict:
 
 def combine(results: list[dict], tune_seeds: list[int]) -> dict:
     """One result from runs of the same preset (their runs merged by recipe and seed, in the
-    order given); each part's machine and command are kept under `parts`."""
-    out = dict(results[0], runs={}, recipes={}, parts=[r["machine"] for r in results])
+    order given); each part's machine and command are kept under `parts`, those of an earlier
+    combination included."""
+    parts = [m for r in results for m in r.get("parts", [r["machine"]])]
+    out = dict(results[0], runs={}, recipes={}, parts=parts)
     for r in results:
         for name, by_seed in r["runs"].items():
             out["runs"].setdefault(name, {}).update(by_seed)

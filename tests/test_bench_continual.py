@@ -66,3 +66,17 @@ def test_front_recipes_say_their_budget():
     assert budgets == {"ct": {1, 1.5, 2, 3}, "modx": {1, 1.5, 2, 3}}
     assert continual.PRESETS["mini5"]["dataset_kw"]["n_domains"] == 5
     assert 0 not in continual.PRESETS["mini5"]["seeds"]  # seed 0 tuned the recipes
+
+
+def test_combine_merges_seeds_and_keeps_every_part_of_an_earlier_combination():
+    """A result combined from earlier combinations keeps each run's machine and command, and
+    its runs are merged by recipe and seed."""
+
+    def part(command, runs):
+        return {"machine": {"command": command}, "args": {"seeds": []}, "recipes": dict.fromkeys(runs), "runs": runs}
+
+    first = continual.combine([part("seed 1", {"ct": {"1": "a"}}), part("seed 2", {"ct": {"2": "b"}})], [0])
+    again = continual.combine([first, part("seed 3", {"ct": {"3": "c"}, "ewc": {"3": "d"}})], [0])
+    assert [m["command"] for m in again["parts"]] == ["seed 1", "seed 2", "seed 3"]
+    assert again["runs"] == {"ct": {"1": "a", "2": "b", "3": "c"}, "ewc": {"3": "d"}}
+    assert again["args"]["seeds"] == [1, 2, 3] and again["args"]["tune_seeds"] == [0]

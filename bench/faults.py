@@ -45,7 +45,7 @@ ROLES = ("consumer", "trainer", "indexer", "api")
 KILL_ORDER = ("consumer", "trainer", "indexer", "consumer", "trainer", "indexer", "api")  # the API restarts slowest
 PRESETS = {
     "full": dict(pairs=10_000, kills=104, phase_size=2000, rate=60.0, disk_mb=1024, settle_s=1200),
-    "small": dict(pairs=1000, kills=10, phase_size=500, rate=100.0, disk_mb=160, settle_s=240, disk_hold_s=5.0),
+    "small": dict(pairs=1000, kills=10, phase_size=500, rate=100.0, disk_mb=160, settle_s=480, disk_hold_s=5.0),
 }
 
 

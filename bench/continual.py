@@ -446,6 +446,11 @@ def clip0_line(args: dict) -> str:
     return "CLIP_0 = a fresh model (from scratch; domain 0, the pretraining corpus, evaluated only)"
 
 
+def machine_words(machine: dict) -> str:
+    """Where a run ran, in words: its GPU or CPU, cores and torch."""
+    return f"{machine.get('gpu') or machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
+
+
 def report(result: dict) -> str:
     runs, args = result["runs"], result["args"]
     first = next(iter(next(iter(runs.values())).values()))
@@ -453,13 +458,13 @@ def report(result: dict) -> str:
         f"# Continual benchmark: {first['dataset']} ({', '.join(first['domains'])})",
         "",
         f"- command: `{result['machine']['command']}`",
-        f"- machine: {result['machine'].get('gpu') or result['machine']['cpu']}, {result['machine']['cores']} cores, "
-        f"torch {result['machine']['torch']}; date {result['machine']['date']}; commit {result['machine']['commit']}",
+        f"- machine: {machine_words(result['machine'])}; date {result['machine']['date']}; "
+        f"commit {result['machine']['commit']}",
         f"- model {args['model']}, {clip0_line(args)}, {args['epochs']} epochs per phase, "
         f"converged joint {args.get('joint_epochs') or args['first_epochs']} epochs per phase, "
         f"batch {args['batch_size']}, lr {args['lr']}, seeds {args['seeds']}, device {args['device']}",
         *[
-            f"- combined from: `{m['command']}` (date {m['date']}, commit {m['commit']})"
+            f"- combined from: `{m['command']}` ({machine_words(m)}; date {m['date']}, commit {m['commit']})"
             for m in result.get("parts", [])
         ],
         "- R@K as fractions; mean ± sample std over seeds; R@1 of a matrix cell = mean of i2t and t2i",

@@ -80,3 +80,24 @@ def test_combine_merges_seeds_and_keeps_every_part_of_an_earlier_combination():
     assert [m["command"] for m in again["parts"]] == ["seed 1", "seed 2", "seed 3"]
     assert again["runs"] == {"ct": {"1": "a", "2": "b", "3": "c"}, "ewc": {"3": "d"}}
     assert again["args"]["seeds"] == [1, 2, 3] and again["args"]["tune_seeds"] == [0]
+
+
+def test_combined_report_names_the_machine_of_each_part(tmp_path):
+    """Seeds run on different machines are combined into one report that says where each ran."""
+    parts = []
+    for seed, cpu in ((1, "CPU one"), (2, "CPU two")):
+        out = tmp_path / f"seed{seed}"
+        continual.main(
+            ["--preset", "smoke", "--recipes", "ct", "--seeds", str(seed)]
+            + ["--work-dir", str(tmp_path / "cache"), "--out", str(out)]
+        )
+        saved = json.loads((out / "results.json").read_text())
+        saved["machine"]["cpu"] = cpu
+        (out / "results.json").write_text(json.dumps(saved))
+        parts.append(str(out))
+    continual.main(["--combine", ",".join(parts), "--tune-seeds", "0", "--out", str(tmp_path / "all")])
+    combined = [line for line in (tmp_path / "all" / "report.md").read_text().splitlines() if "combined from" in line]
+    assert [("--seeds 1" in line, "CPU one" in line, "CPU two" in line) for line in combined] == [
+        (True, True, False),
+        (False, False, True),
+    ]

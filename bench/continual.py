@@ -21,6 +21,7 @@ never trained on in any style.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from bench.common import apply_preset, command, machine, write_result
 from trainer.config import PAPER_LOSS, PAPER_MODX, TrainConfig
 from trainer.datasets import get_dataset
+from trainer.model import pretrained_weights
 from trainer.simulate import simulate
 
 PRESETS = {
@@ -447,8 +449,15 @@ def clip0_line(args: dict) -> str:
 
 
 def machine_words(machine: dict) -> str:
-    """Where a run ran, in words: its GPU or CPU, cores and torch."""
-    return f"{machine.get('gpu') or machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
+    """Where a run ran, in words: its GPU or CPU, cores and torch, and which CLIP_0 checkpoint."""
+    words = f"{machine.get('gpu') or machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
+    return words + (f", CLIP_0 weights sha256 {machine['clip0_sha256']}" if machine.get("clip0_sha256") else "")
+
+
+def weights_sha256(model_name: str, pretrained: str) -> str:
+    """The first 12 hex digits of a checkpoint's weights: one path can hold different
+    checkpoints over time (pretraining is not bit-reproducible across machines)."""
+    return hashlib.sha256(pretrained_weights(model_name, pretrained).read_bytes()).hexdigest()[:12]
 
 
 def report(result: dict) -> str:
@@ -578,6 +587,8 @@ def run(args) -> dict:
         "dataset": dataset.info(),
         "runs": runs,
     }
+    if args.pretrained:
+        result["machine"]["clip0_sha256"] = weights_sha256(args.model, args.pretrained)
     return result
 
 

@@ -2,10 +2,14 @@
 the report has the paper-style tables, the choice is made on retention against the
 converged joint (on the tuning seed), plots are drawn."""
 
+import hashlib
 import json
+import shutil
 
 from bench import continual
 from trainer.config import TrainConfig
+from trainer.model import WEIGHTS
+from trainer.snapshot import initial_snapshot
 
 
 def test_smoke_table(tmp_path):
@@ -101,3 +105,23 @@ def test_combined_report_names_the_machine_of_each_part(tmp_path):
         (True, True, False),
         (False, False, True),
     ]
+
+
+def test_combined_report_names_the_clip0_checkpoint_of_each_part(tmp_path):
+    """Two parts that ran with the same --pretrained path but different checkpoints at it are
+    told apart by the digest of the weights each one read."""
+    parts, digests = [], []
+    for seed in (1, 2):
+        checkpoint = initial_snapshot("modx-tiny", tmp_path / "pt", seed=seed)  # the same path, rewritten
+        digests.append(hashlib.sha256((checkpoint / WEIGHTS).read_bytes()).hexdigest()[:12])
+        out = tmp_path / f"seed{seed}"
+        continual.main(
+            ["--preset", "smoke", "--recipes", "ct", "--seeds", str(seed), "--pretrained", str(checkpoint)]
+            + ["--work-dir", str(tmp_path / f"cache{seed}"), "--out", str(out)]
+        )
+        shutil.rmtree(checkpoint)
+        parts.append(str(out))
+    continual.main(["--combine", ",".join(parts), "--tune-seeds", "0", "--out", str(tmp_path / "all")])
+    combined = [line for line in (tmp_path / "all" / "report.md").read_text().splitlines() if "combined from" in line]
+    assert digests[0] != digests[1]
+    assert [(digests[0] in line, digests[1] in line) for line in combined] == [(True, False), (False, True)]

@@ -21,7 +21,6 @@ never trained on in any style.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 from bench.common import apply_preset, command, machine, write_result
 from trainer.config import PAPER_LOSS, PAPER_MODX, TrainConfig
 from trainer.datasets import get_dataset
-from trainer.model import pretrained_weights
+from trainer.model import weights_sha256
 from trainer.simulate import simulate
 
 PRESETS = {
@@ -452,12 +451,6 @@ def machine_words(machine: dict) -> str:
     """Where a run ran, in words: its GPU or CPU, cores and torch, and which CLIP_0 checkpoint."""
     words = f"{machine.get('gpu') or machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
     return words + (f", CLIP_0 weights sha256 {machine['clip0_sha256']}" if machine.get("clip0_sha256") else "")
-
-
-def weights_sha256(model_name: str, pretrained: str) -> str:
-    """The first 12 hex digits of a checkpoint's weights: one path can hold different
-    checkpoints over time (pretraining is not bit-reproducible across machines)."""
-    return hashlib.sha256(pretrained_weights(model_name, pretrained).read_bytes()).hexdigest()[:12]
 
 
 def report(result: dict) -> str:

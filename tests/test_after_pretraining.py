@@ -4,6 +4,7 @@ pretraining corpus (evaluated after every phase, never trained or replayed), the
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -77,3 +78,28 @@ def test_without_a_checkpoint_clip0_is_the_fresh_model_the_from_scratch_referenc
     got = load_snapshot(clip0_dir)[0].state_dict()
     assert all(torch.equal(got[k], fresh[k]) for k in fresh)
     assert [e["domain"] for e in result["phases"]] == dataset.domains
+
+
+def test_clip0_is_cached_per_seed_when_fresh_and_by_its_weights_when_pretrained(regime, tmp_path):
+    dataset, pretrained, _ = regime
+    work = tmp_path / "work"
+
+    def clip0s() -> dict:
+        return {d.name: load_snapshot(d / snapshot_name(0))[0].state_dict() for d in work.glob("clip0-*")}
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    for seed in (2, 3):  # from scratch, two seeds in one work directory: each draws its own fresh model
+        simulate(dataset, CFG.with_(seed=seed), phases=1, work_dir=work)
+    fresh = clip0s()
+    assert len(fresh) == 2 and not same(*fresh.values())
+    # one checkpoint path holding two checkpoints in turn: the second is not served the first's CLIP_0
+    path = tmp_path / "clip0"
+    for source in (pretrained, initial_snapshot("modx-tiny", tmp_path / "other", seed=9)):
+        before = clip0s()
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(source, path)
+        simulate(dataset, CFG, phases=1, pretrained=str(path), work_dir=work)
+        (new,) = [w for name, w in clip0s().items() if name not in before]
+        assert same(new, load_snapshot(source)[0].state_dict())

@@ -6,6 +6,7 @@ live in one registry, so `open_clip.get_tokenizer(name)` gives the matching cont
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def pretrained_weights(name: str, pretrained: str | Path) -> Path:
             f"pretrained checkpoint {pretrained} is not a local file or directory (nothing is fetched from a hub)"
         )
     return path
+
+
+def weights_sha256(name: str, pretrained: str | Path) -> str:
+    """The first 12 hex digits of the sha256 of a local checkpoint's weights: what names a
+    checkpoint, since one path can hold different ones over time (pretraining is not
+    bit-reproducible across machines)."""
+    return hashlib.sha256(pretrained_weights(name, pretrained).read_bytes()).hexdigest()[:12]
 
 
 def model_name_of(directory: str | Path) -> str | None:

@@ -9,8 +9,9 @@ domain's probe is evaluated (and its validation split, and any `dataset.eval_spl
 its train split for retention); drift is measured on all probes between phases.
 
 Snapshots are cached under the work directory by a digest of everything that determines
-them (dataset, model, recipe), so CLIP_0 is trained once per seed and shared by every
-method and sweep point, and a rerun resumes where it stopped.
+them (dataset, model, recipe, seed, and a pretrained checkpoint by the digest of its weights,
+not its path), so CLIP_0 is built once per seed and shared by every method and sweep point,
+and a rerun resumes where it stopped.
 
 Under torch.distributed (torchrun, or `modx simulate --nproc N`, which spawns the ranks)
 every rank runs the same protocol: phases train data-parallel (trainer.phase), rank 0
@@ -36,6 +37,7 @@ from trainer.experts import embed_experts, load_experts, save_experts
 from trainer.experts import merge as merge_experts
 from trainer.layout import snapshot_name
 from trainer.metrics import continual, r1
+from trainer.model import weights_sha256
 from trainer.phase import phase_samples, train_phase
 from trainer.snapshot import TRAINED, built_once, initial_snapshot, read_record
 
@@ -104,8 +106,10 @@ def simulate(
     # is evaluated after every phase but never trained or replayed
     corpus_first = bool(getattr(dataset, "corpus_first", False))
     first = 1 if corpus_first else 0  # the first domain a phase trains on
-    clip0_key = "as pretrained" if corpus_first else cfg0.key()
-    base = work / f"clip0-{digest(data_key, domains[0], model_name, pretrained, clip0_key)}"
+    # a pretrained CLIP_0 is its weights whatever the seed; a fresh one is drawn under the seed
+    weights = weights_sha256(model_name, pretrained) if pretrained else None
+    clip0_key = ("as pretrained" if pretrained else f"fresh, seed {cfg.seed}") if corpus_first else cfg0.key()
+    base = work / f"clip0-{digest(data_key, domains[0], model_name, weights, clip0_key)}"
     base.mkdir(parents=True, exist_ok=True)
     with distributed.main_first():
         if corpus_first:

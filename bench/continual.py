@@ -6,7 +6,9 @@
     python -m bench.continual --preset smoke --out /tmp/smoke                        # seconds, synthetic
     python -m bench.continual --preset synthetic --recipes baselines --out bench/results/synthetic-cpu
 
-Every recipe of a run shares CLIP_0 per seed (trainer.simulate caches it) and the budget.
+Every recipe of a run shares CLIP_0 per seed (trainer.simulate caches it) and the budget; a
+combined result (--combine) can join runs from different CLIP_0 checkpoints, and its report then
+gives one CLIP_0 row per checkpoint, named by the recipes that started from it.
 Writes results.json (every run), report.md (paper-style tables, mean +- std over seeds:
 R@1/5/10 both directions per style, the accuracy matrix, average / forgetting / BWT,
 samples processed against joint, drift histograms) and one PNG per split of R@1 per phase
@@ -264,14 +266,35 @@ def summary_of(result: dict, split: str) -> dict:
 # ------------------------------------------------------------------ tables
 
 
+def clip0_rows(runs: dict) -> dict[str, list[dict]]:
+    """The CLIP_0 rows (the model after phase 0): one, "CLIP_0", when the recipes of each seed
+    share it, as in one run; else one per distinct CLIP_0, named by the recipes that started from
+    it (a combined result can join runs that started from different checkpoints)."""
+    groups: list[tuple[list[str], dict]] = []  # recipe names, seed -> phase 0
+    for name, seeds in runs.items():
+        mine = {s: r["phases"][0] for s, r in seeds.items()}
+        for names, phase0 in groups:
+            if all(evaluated(phase0[s]) == evaluated(mine[s]) for s in phase0.keys() & mine.keys()):
+                names.append(name)
+                phase0.update(mine)
+                break
+        else:
+            groups.append(([name], dict(mine)))
+    if len(groups) == 1:
+        return {"CLIP_0": list(groups[0][1].values())}
+    return {f"CLIP_0 of {', '.join(names)}": list(phase0.values()) for names, phase0 in groups}
+
+
+def evaluated(phase: dict) -> tuple:
+    return phase["recall"], phase.get("splits")
+
+
 def final_table(runs: dict, split: str) -> list[str]:
     """Paper style: after the last phase, R@1/5/10 both directions per style, mean ± std.
 
-    The first rows are CLIP_0 (the model after phase 0, shared by every recipe of a seed)."""
-    first = next(iter(runs.values()))
-    rows = {"CLIP_0": [r["phases"][0] for r in first.values()]}
-    rows |= {name: [r["phases"][-1] for r in seeds.values()] for name, seeds in runs.items()}
-    domains = next(iter(first.values()))["domains"]
+    The first rows are CLIP_0 (see clip0_rows)."""
+    rows = clip0_rows(runs) | {name: [r["phases"][-1] for r in seeds.values()] for name, seeds in runs.items()}
+    domains = next(iter(next(iter(runs.values())).values()))["domains"]
     lines = ["| recipe | style | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 |", "|" + "---|" * 8]
     for name, entries in rows.items():
         for d in domains:

@@ -125,3 +125,33 @@ def test_combined_report_names_the_clip0_checkpoint_of_each_part(tmp_path):
     combined = [line for line in (tmp_path / "all" / "report.md").read_text().splitlines() if "combined from" in line]
     assert digests[0] != digests[1]
     assert [(digests[0] in line, digests[1] in line) for line in combined] == [(True, False), (False, True)]
+
+
+def test_a_combined_report_gives_each_clip0_its_own_row():
+    """Recipes of a seed that started from one CLIP_0 share its row; a part that started from
+    another checkpoint (seed 2's joint here) gets a row of its own, named by its recipes."""
+
+    def cell(r1):
+        return {d: {"r1": r1, "r5": r1, "r10": r1} for d in ("i2t", "t2i")}
+
+    def run(clip0, last):
+        phases = [{"recall": {"d": cell(r1)}, "splits": {"test": {"d": cell(r1)}}} for r1 in (clip0, last)]
+        return {"domains": ["d"], "phases": phases}
+
+    def rows(runs):  # recipe -> i2t R@1 after the last phase
+        return {line.split(" | ")[0][2:]: line.split(" | ")[2] for line in continual.final_table(runs, "test")[2:]}
+
+    runs = {"ct": {"1": run(0.1, 0.5), "2": run(0.2, 0.6)}, "ct + replay": {"1": run(0.1, 0.7), "2": run(0.2, 0.8)}}
+    assert rows(runs) == {
+        "CLIP_0": continual.fmt([0.1, 0.2]),
+        "ct": continual.fmt([0.5, 0.6]),
+        "ct + replay": continual.fmt([0.7, 0.8]),
+    }
+    joint = {"joint (converged)": {"1": run(0.1, 0.9), "2": run(0.4, 0.9)}}
+    assert rows(joint | runs) == {
+        "CLIP_0 of joint (converged)": continual.fmt([0.1, 0.4]),
+        "CLIP_0 of ct, ct + replay": continual.fmt([0.1, 0.2]),
+        "joint (converged)": continual.fmt([0.9, 0.9]),
+        "ct": continual.fmt([0.5, 0.6]),
+        "ct + replay": continual.fmt([0.7, 0.8]),
+    }

@@ -106,9 +106,15 @@ def simulate(
     # is evaluated after every phase but never trained or replayed
     corpus_first = bool(getattr(dataset, "corpus_first", False))
     first = 1 if corpus_first else 0  # the first domain a phase trains on
-    # a pretrained CLIP_0 is its weights whatever the seed; a fresh one is drawn under the seed
+    # a checkpoint is named by its weights, not its path; a pretrained CLIP_0 is those weights
+    # whatever the seed, a fresh one is drawn under the seed
     weights = weights_sha256(model_name, pretrained) if pretrained else None
-    clip0_key = ("as pretrained" if pretrained else f"fresh, seed {cfg.seed}") if corpus_first else cfg0.key()
+    if not corpus_first:
+        clip0_key = cfg0.key()
+    elif pretrained:
+        clip0_key = "as pretrained"
+    else:
+        clip0_key = f"fresh, seed {cfg.seed}"
     base = work / f"clip0-{digest(data_key, domains[0], model_name, weights, clip0_key)}"
     base.mkdir(parents=True, exist_ok=True)
     with distributed.main_first():
